@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import itertools
 import json
 import lzma
 import queue
@@ -27,6 +28,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ferry.errors import FailedPrecondition, FerryError
+from services.importer.jsondoc import JsonDocument
 from services.importer.sources import SourceFile, data_format
 
 TEXT_BLOCK = 4 * 1024 * 1024
@@ -271,25 +273,6 @@ def parse_jsonl_block(block: bytes, schema: pa.Schema | None, path: str) -> pa.T
         return _table_from_rows(rows, schema)
 
 
-def _json_document(data: bytes, path: str) -> list[Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        # Many ".json" files on the Hub are JSON lines.
-        return [json.loads(line) for line in data.split(b"\n") if line.strip()]
-    if isinstance(doc, dict):
-        lists = [v for v in doc.values() if isinstance(v, list)]
-        if len(lists) == 1:
-            return lists[0]
-        if all(isinstance(v, list) for v in doc.values()) and doc:
-            # Columnar JSON: {"col": [...], ...}
-            return pa.table(doc).to_pylist()
-        return [doc]
-    if isinstance(doc, list):
-        return doc
-    raise FailedPrecondition(f"data file {path} is JSON but not a list of records")
-
-
 def _csv_reader(stream: io.RawIOBase, fmt: str) -> pacsv.CSVStreamingReader:
     return pacsv.open_csv(
         io.BufferedReader(stream, buffer_size=TEXT_BLOCK),
@@ -398,31 +381,9 @@ def iter_text_file(f: SourceFile, file_index: int, start: Position, batch_rows: 
     chunks = decompressed_chunks(iter(raw) if raw is not None else f.iter_range(byte_start), comp)
     try:
         if fmt == "jsonl":
-            pos_bytes = byte_start
-            pending = b""
-            for chunk in chunks:
-                pending += chunk
-                if len(pending) < TEXT_BLOCK:
-                    continue
-                cut = pending.rfind(b"\n")
-                if cut < 0:
-                    continue
-                block, pending = pending[: cut + 1], pending[cut + 1:]
-                table = parse_jsonl_block(block, schema, f.path)
-                schema = schema or table.schema
-                consumed = len(block)
-                yield from _emit(table, file_index, row, pos_bytes, consumed, skip_rows, batch_rows, comp)
-                skip_rows = max(0, skip_rows - table.num_rows)
-                row += table.num_rows
-                pos_bytes += consumed
-            if pending.strip():
-                table = parse_jsonl_block(pending, schema, f.path)
-                yield from _emit(table, file_index, row, pos_bytes, len(pending), skip_rows, batch_rows, comp)
+            yield from _iter_jsonl(chunks, f.path, file_index, row, byte_start, skip_rows, batch_rows, comp, schema)
         elif fmt == "json":
-            rows = _json_document(b"".join(chunks), f.path)
-            table = _table_from_rows(rows, schema)
-            for end, part in _slices(table, batch_rows, skip_rows):
-                yield part, Position(file_index, 0, end, 0)
+            yield from _iter_json_document(chunks, f.path, file_index, row, skip_rows, batch_rows, schema)
         else:
             reader = _csv_reader(_IterStream(chunks), fmt)
             for rb in reader:
@@ -434,6 +395,65 @@ def iter_text_file(f: SourceFile, file_index: int, start: Position, batch_rows: 
         raise
     except (pa.ArrowInvalid, ValueError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise _bad_file(f.path, exc) from None
+
+
+def _iter_jsonl(chunks: Iterable[bytes], path: str, file_index: int, row: int, pos_bytes: int, skip_rows: int,
+                batch_rows: int, comp: str, schema: pa.Schema | None) -> Iterator[Batch]:
+    """JSON lines in blocks of whole lines; positions carry byte offsets when `comp` is "" (resumable by seek)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        if len(pending) < TEXT_BLOCK:
+            continue
+        cut = pending.rfind(b"\n")
+        if cut < 0:
+            continue
+        block, pending = pending[: cut + 1], pending[cut + 1:]
+        table = parse_jsonl_block(block, schema, path)
+        schema = schema or table.schema
+        consumed = len(block)
+        yield from _emit(table, file_index, row, pos_bytes, consumed, skip_rows, batch_rows, comp)
+        skip_rows = max(0, skip_rows - table.num_rows)
+        row += table.num_rows
+        pos_bytes += consumed
+    if pending.strip():
+        table = parse_jsonl_block(pending, schema, path)
+        yield from _emit(table, file_index, row, pos_bytes, len(pending), skip_rows, batch_rows, comp)
+
+
+def _iter_json_document(chunks: Iterable[bytes], path: str, file_index: int, row: int, skip_rows: int,
+                        batch_rows: int, schema: pa.Schema | None) -> Iterator[Batch]:
+    """A .json file's records, streamed (jsondoc); resumable by row count only."""
+    doc = JsonDocument(path)
+    it = iter(chunks)
+    rows: list[Any] = []
+
+    def flush(final: bool) -> Iterator[Batch]:
+        nonlocal rows, row, skip_rows, schema
+        while len(rows) >= batch_rows or (final and rows):
+            take, rows = rows[:batch_rows], rows[batch_rows:]
+            row += len(take)
+            if skip_rows >= len(take):
+                skip_rows -= len(take)
+                continue
+            table = _table_from_rows(take[skip_rows:], schema)
+            skip_rows = 0
+            schema = schema or table.schema
+            yield table, Position(file_index, 0, row, 0)
+
+    for chunk in it:
+        rows += doc.feed(chunk)
+        if doc.mode == "jsonl":
+            # JSON lines under a .json name: hand every byte seen so far, then the rest, to the lines reader.
+            yield from _iter_jsonl(itertools.chain([doc.pending()], it), path, file_index, row, 0, skip_rows,
+                                   batch_rows, "json", schema)
+            return
+        yield from flush(False)
+    rows += doc.feed(b"", final=True)
+    if doc.mode == "jsonl":
+        yield from _iter_jsonl(iter([doc.pending()]), path, file_index, row, 0, skip_rows, batch_rows, "json", schema)
+        return
+    yield from flush(True)
 
 
 def _emit(table: pa.Table, file_index: int, row: int, pos_bytes: int, consumed: int, skip_rows: int,
@@ -500,17 +520,21 @@ def read_prefix_rows(f: SourceFile, n: int, first: int = 64 * 1024, limit: int =
             data = b"".join(decompressed_chunks(iter([raw]), comp))
         except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
             raise _bad_file(f.path, exc) from None
-        if fmt == "jsonl" or (fmt == "json" and not whole):
+        if fmt == "json":
+            doc = JsonDocument(f.path)
+            rows = doc.feed(data, final=whole)
+            if doc.mode != "jsonl":
+                if len(rows) >= n or whole:
+                    return _table_from_rows(rows[:n], None)
+            else:
+                fmt = "jsonl"
+        if fmt == "jsonl":
             cut = len(data) if whole else data.rfind(b"\n") + 1
-            if fmt == "json" and not whole and not data.lstrip().startswith(b"{"):
-                cut = 0  # a JSON array needs the whole document
             if cut > 0:
                 table = parse_jsonl_block(data[:cut], None, f.path)
                 if table.num_rows >= n or whole:
                     return table.slice(0, n)
-        elif fmt == "json":
-            return _table_from_rows(_json_document(data, f.path)[:n], None)
-        else:
+        elif fmt != "json":
             cut = len(data) if whole else data.rfind(b"\n") + 1
             if cut > 0:
                 try:
