@@ -89,6 +89,9 @@ class S3Config:
     bucket: str
     secure: bool
     region: str
+    # Where users outside the deployment reach the same store (https://files.example.com); presigned download
+    # URLs are signed for it, since a signature is bound to the host. "" = sign for `endpoint`.
+    public_endpoint: str = ""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> S3Config:
@@ -107,7 +110,16 @@ class S3Config:
             bucket=bucket,
             secure=secure,
             region=get_str("FERRY_S3_REGION", "us-east-1", env=env),
+            public_endpoint=_public_endpoint(get_str("FERRY_S3_PUBLIC_ENDPOINT", "", env=env)),
         )
+
+
+def _public_endpoint(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if url and (not url.startswith(("http://", "https://")) or "/" in url.split("://", 1)[1]):
+        raise ConfigError(f"FERRY_S3_PUBLIC_ENDPOINT must be a scheme and host, like https://files.example.com "
+                          f"(got {url!r})")
+    return url
 
 
 # Every variable a Ferry process reads, with its default ("" = required or unset).
@@ -119,6 +131,7 @@ ENV_VARS: dict[str, str] = {
     "FERRY_S3_BUCKET": "ferry",
     "FERRY_S3_SECURE": "false",
     "FERRY_S3_REGION": "us-east-1",
+    "FERRY_S3_PUBLIC_ENDPOINT": "",
     "FERRY_DATA_DIR": ".ferry-data",
     "FERRY_LOCAL_S3_PORT": "8333",
     "FERRY_LOG_LEVEL": "INFO",

@@ -149,6 +149,7 @@ class ObjectStore:
     def __init__(self, cfg: S3Config) -> None:
         self.bucket = cfg.bucket
         self._cfg = cfg
+        self._public: Minio | None = None
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5.0, read=60.0),
             maxsize=16,
@@ -374,12 +375,26 @@ class ObjectStore:
         except Exception as exc:
             raise _wrap(exc, f"delete {key}") from exc
 
+    def _signer(self) -> Minio:
+        """The client that signs URLs for users: one for the public endpoint when there is one.
+
+        Presigning is local computation (the region is configured, so minio asks the server nothing); the
+        signature covers the Host, so a URL signed for the in-cluster name would fail from outside."""
+        cfg = self._cfg
+        if not cfg.public_endpoint:
+            return self.client
+        if self._public is None:
+            scheme, host = cfg.public_endpoint.split("://", 1)
+            self._public = Minio(host, access_key=str(cfg.access_key), secret_key=str(cfg.secret_key),
+                                 secure=scheme == "https", region=cfg.region)
+        return self._public
+
     def presigned_get(self, key: str, expires_seconds: int = 3600, filename: str | None = None) -> str:
         headers: dict[str, str | list[str] | tuple[str]] | None = (
             {"response-content-disposition": f'attachment; filename="{filename}"'} if filename else None
         )
         try:
-            return str(self.client.presigned_get_object(
+            return str(self._signer().presigned_get_object(
                 self.bucket, key, expires=timedelta(seconds=expires_seconds), response_headers=headers
             ))
         except Exception as exc:

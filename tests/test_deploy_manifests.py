@@ -313,10 +313,24 @@ def test_gateway_disruption_budget_and_ingress(overlay: str) -> None:
     assert ingress["apiVersion"] == "networking.k8s.io/v1"
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "ferry-gateway", "port": {"name": "http"}}
-    assert [i for i in by_kind(docs, "Ingress")] == [ingress], "only the gateway is exposed"
+    assert [i for i in by_kind(docs, "Ingress")] == [ingress], "one Ingress"
+    config = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("ferry-config"))["data"]
+    exposed = {r["http"]["paths"][0]["backend"]["service"]["name"] for r in ingress["spec"]["rules"]}
     if overlay == "prod":
+        # The gateway, and MinIO under the host presigned URLs are signed for; nothing else.
+        rules = {r["host"]: r["http"]["paths"][0]["backend"]["service"] for r in ingress["spec"]["rules"]}
+        public = config["FERRY_S3_PUBLIC_ENDPOINT"]
+        assert public.startswith("https://") and rules[public.removeprefix("https://")] == {
+            "name": "ferry-minio", "port": {"name": "s3"}}
+        assert exposed == {"ferry-gateway", "ferry-minio"}
         tls = ingress["spec"]["tls"][0]
-        assert tls["hosts"] == [ingress["spec"]["rules"][0]["host"]] and tls["secretName"]
+        assert sorted(tls["hosts"]) == sorted(rules) and tls["secretName"]
+        # Only the ingress controller's namespace may reach MinIO from outside Ferry's pods.
+        minio_from = [peer for r in find(docs, "NetworkPolicy", "ferry-minio")["spec"]["ingress"]
+                      for peer in r["from"] if "namespaceSelector" in peer]
+        assert minio_from == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    else:
+        assert exposed == {"ferry-gateway"} and config["FERRY_S3_PUBLIC_ENDPOINT"] == ""
     for svc in by_kind(docs, "Service"):
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", svc["metadata"]["name"]
 

@@ -41,3 +41,29 @@ def test_delete_prefix_and_missing_keys(object_store: ObjectStore) -> None:
     assert object_store.list_keys("d/") == ["d/10/keep.txt"]
     with pytest.raises(NotFound):
         object_store.get_bytes("d/1/0.txt")
+
+
+def test_presigned_urls_are_signed_for_the_public_endpoint(s3_env: dict[str, str], object_store: ObjectStore) -> None:
+    import urllib.parse
+
+    import httpx
+
+    from ferry.config import ConfigError, S3Config
+
+    object_store.put_bytes("exports/x/out.jsonl", b'{"a": 1}\n')
+    inside = urllib.parse.urlsplit(object_store.presigned_get("exports/x/out.jsonl"))
+    assert inside.netloc == s3_env["FERRY_S3_ENDPOINT"].split("://")[1]
+    # The same store under another name (as an ingress would publish it): "localhost" instead of 127.0.0.1.
+    port = inside.port
+    public = ObjectStore(S3Config.from_env({**s3_env, "FERRY_S3_PUBLIC_ENDPOINT": f"http://localhost:{port}/"}))
+    url = public.presigned_get("exports/x/out.jsonl", filename="out.jsonl")
+    parts = urllib.parse.urlsplit(url)
+    assert parts.netloc == f"localhost:{port}"
+    got = httpx.get(url)
+    assert got.status_code == 200 and got.content == b'{"a": 1}\n'
+    assert 'filename="out.jsonl"' in got.headers["content-disposition"]
+    # The signature is bound to the host it was made for: the same URL under the internal name is refused.
+    assert httpx.get(url.replace(f"localhost:{port}", f"127.0.0.1:{port}")).status_code == 403
+    for bad in ("files.example.com", "https://files.example.com/bucket"):
+        with pytest.raises(ConfigError, match="FERRY_S3_PUBLIC_ENDPOINT"):
+            S3Config.from_env({**s3_env, "FERRY_S3_PUBLIC_ENDPOINT": bad})
