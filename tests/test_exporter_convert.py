@@ -172,3 +172,24 @@ def test_engine_names_a_bad_row_and_copies_by_multipart(object_store: Any, monke
         engine.Exporter(object_store, ds2, check_request(2, "alpaca", "b", None, None, {}), "e2").run()
     assert f"row {len(rows)}" in err.value.message
     assert object_store.list_keys("exports/e2/") == [] and object_store.list_keys("staging/exports/e2/") == []
+
+
+def test_split_export_progress_counts_each_row_once(object_store: Any) -> None:
+    from services.exporter import engine
+
+    rows = SAMPLE_ROWS["SL"] * 40
+    data = jsonl(rows)
+    object_store.put_bytes("datasets/3/train.jsonl", data)
+    ds = engine.SourceDataset(3, "d", TrainingType.SL, (engine.SourceSplit("train", "datasets/3/train.jsonl",
+                                                                          len(rows), len(data)),))
+    seen: list[tuple[int, int, int, int]] = []
+    req = check_request(3, "openai", "o", None, 0.75, {"seed": 7})
+    engine.Exporter(object_store, ds, req, "e3", lambda *p: seen.append(p), batch_bytes=4096).run()
+    rows_done = [s[0] for s in seen]
+    bytes_done = [s[1] for s in seen]
+    assert rows_done == sorted(rows_done) and bytes_done == sorted(bytes_done)
+    # Rows: each converted once, whatever the two passes; bytes: both passes, ending at their total.
+    assert rows_done[-1] == len(rows) == seen[-1][2]
+    assert bytes_done[-1] == seen[-1][3] == 2 * len(data)
+    # The first pass (spooling) moves bytes, not rows: the percent keeps moving while rows wait.
+    assert rows_done[0] == 0 and bytes_done[0] > 0

@@ -305,9 +305,11 @@ class _JobRun:
         now = time.monotonic()
         elapsed = max(now - self._started, 1e-6)
         with self._lock:
+            # Bytes track the work (a split export reads its source twice, and its rows only count once).
             self.progress = cpb.JobProgress(
                 rows_done=rows, rows_total=rows_total, bytes_done=nbytes, bytes_total=bytes_total,
-                rows_per_second=rows / elapsed, bytes_per_second=nbytes / elapsed)
+                rows_per_second=rows / elapsed, bytes_per_second=nbytes / elapsed,
+                percent=100.0 * nbytes / bytes_total if bytes_total else 0.0)
             if now - self._last_update < UPDATE_INTERVAL:
                 return
             self._last_update = now

@@ -68,7 +68,7 @@ class OutputFile:
     sha256: str
 
 
-# on_progress(rows_done, bytes_done, rows_total, bytes_total, phase); may raise (e.g. Cancelled) to stop.
+# on_progress(rows_done, bytes_done, rows_total, bytes_total); may raise (e.g. Cancelled) to stop.
 ProgressFn = Callable[[int, int, int, int], None]
 
 
@@ -363,7 +363,9 @@ class Exporter:
         bytes_total = sum(s.num_bytes for s in self.splits)
         shuffle = self.req.train_split < 1.0
         c = self.counter
-        c.rows_total = rows_total * (2 if shuffle else 1)
+        # A split export reads the source twice (into the shuffle spool, then out of it in split order): bytes
+        # count both passes, so they track the work; rows count converted rows only, once each.
+        c.rows_total = rows_total
         c.bytes_total = bytes_total * (2 if shuffle else 1)
         hf = self.fmt.name == "huggingface"
         split_files: list[tuple[str, OutputFile, int]] = []  # (split, file, rows) for the HF card
@@ -387,7 +389,7 @@ class Exporter:
                     for data in iter_line_batches(self.store, s.key, self.batch_bytes):
                         lines = data.split(b"\n")[:-1]
                         spool.add(lines)
-                        self._advance(len(lines), len(data))
+                        self._advance(0, len(data))
                 spool.finish_pass1()
                 for split in ("train", "validation"):
                     rows_before = c.rows
