@@ -108,6 +108,7 @@ def _child_naive(a: dict[str, Any]) -> dict[str, Any]:
     out_path = Path(a["tmp"]) / "naive.jsonl"
     t0 = time.perf_counter()
     ds = datasets.load_dataset(REPO, split="train")
+    t_load = time.perf_counter() - t0
     rows = 0
     with out_path.open("w", encoding="utf-8") as fh:
         for row in ds:
@@ -116,10 +117,12 @@ def _child_naive(a: dict[str, Any]) -> dict[str, Any]:
                 continue
             fh.write(json.dumps({"prompt": prompt, "completion": row["output"]}, ensure_ascii=False) + "\n")
             rows += 1
+    t_loop = time.perf_counter() - t0 - t_load
     with out_path.open("rb") as fh:
         store.upload_stream("bench/naive.jsonl", iter(lambda: fh.read(1 << 20), b""))
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "rows": rows, "peak_rss_mb": _peak_mb(), "cpu_seconds": _cpu()}
+    return {"seconds": seconds, "rows": rows, "peak_rss_mb": _peak_mb(), "cpu_seconds": _cpu(),
+            "phases": {"load_dataset": t_load, "json loop": t_loop, "upload": seconds - t_load - t_loop}}
 
 
 def _child_bare(a: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +220,8 @@ def main() -> None:
     print(line("ferry import (real service path)", ferry, ferry["rows"]))
     print(line("naive (load_dataset + json.dumps loop)", naive, naive["rows"]))
     print(line("bare upload of Ferry's output", bare, ferry["rows"]))
+    if naive.get("phases"):
+        print("naive phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in naive["phases"].items()))
     speedup = naive["seconds"] / ferry["seconds"]
     vs_bare = ferry["seconds"] / bare["seconds"]
     ok = (speedup >= TARGETS["speedup_vs_naive"], vs_bare <= TARGETS["vs_bare_upload"],
