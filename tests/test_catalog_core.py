@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -364,3 +365,28 @@ def test_concurrent_registers_of_one_import_make_one_dataset(db: Database, store
         t.join(30)
     assert not errors and len(results) == 4 and len(set(results)) == 1
     assert datasets.list_datasets().total_size == 1
+
+
+def test_heartbeats_do_not_repeat_watch_events(jobs: Jobs) -> None:
+    job = jobs.create(JobKind.IMPORT)
+    jobs.claim(None, "w", job.id)
+    stream = jobs.watch(job.id, wait=0.05)
+    assert next(stream).phase is Phase.QUEUED
+    got: list[tuple[Phase, int]] = []
+
+    def drain() -> None:
+        for state in stream:
+            got.append((state.phase, state.progress.rows_done))
+
+    t = threading.Thread(target=drain)
+    t.start()
+    jobs.update(UpdateRequest(job.id, "w", phase=Phase.CONVERTING, progress=JobProgress(rows_done=5)))
+    time.sleep(0.1)
+    for _ in range(5):  # bare heartbeats: the same phase and progress
+        jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(rows_done=5)))
+        time.sleep(0.05)
+    jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(rows_done=9)))
+    time.sleep(0.1)
+    jobs.update(UpdateRequest(job.id, "w", phase=Phase.COMPLETE))
+    t.join(5)
+    assert got == [(Phase.CONVERTING, 5), (Phase.CONVERTING, 9), (Phase.COMPLETE, 9)]

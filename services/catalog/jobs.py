@@ -14,6 +14,7 @@ job (watchers still see each one); anything else is written at once.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -128,6 +129,11 @@ def _event_key(job: Job) -> tuple[Any, ...]:
     # Consecutive events with the same key are coalesced: a watcher may skip
     # progress ticks but never a phase change, a stall, a claim or a cancel request.
     return job.phase, job.stalled, job.worker_id, job.cancel_requested
+
+
+def _visible(job: Job) -> Job:
+    """What a watcher sees of a state: everything but the timestamps a bare heartbeat moves."""
+    return dataclasses.replace(job, updated_at=0.0, heartbeat_at=None)
 
 
 def _find_secret_key(value: Any) -> str | None:
@@ -444,6 +450,7 @@ class Jobs:
             live.watchers += 1
             self._watchers += 1
             seen = live.events[-1][0] - 1  # start from the current state, not the history before it
+        last_shown: Job | None = None
         try:
             while True:
                 with self._lock:
@@ -457,8 +464,12 @@ class Jobs:
                     if gone():
                         return
                 for version, job in pending:
-                    yield copy.deepcopy(job)
                     seen = version
+                    shown = _visible(job)
+                    if shown == last_shown and not job.phase.terminal:
+                        continue  # a heartbeat: nothing a watcher could see changed
+                    last_shown = shown
+                    yield copy.deepcopy(job)
                     if job.phase.terminal:
                         return
         finally:
