@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ferry.canonical import TrainingType
 from ferry.catalog.v1 import catalog_pb2 as cpb
-from ferry.errors import Cancelled, FailedPrecondition, FerryError, NotFound
+from ferry.errors import Cancelled, FailedPrecondition, FerryError, NotFound, Unavailable
 from ferry.jsonl import LineIndexBuilder
 from ferry.storage import ObjectStore
 from services.importer import reader
@@ -45,6 +45,10 @@ MAX_PARTS_IN_FLIGHT = 3
 REPORT_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 0.4
 MAX_SKIP_REASONS = 20
+# An UNAVAILABLE store, catalog or Hub (after the clients' own quick retries) pauses the job and resumes it from
+# its last checkpoint, waiting 2, 4, 8 then 16 s, before the job fails: a store or Hub restart is not an error.
+TRANSIENT_RETRIES = 4
+RETRY_BASE_SECONDS = 2.0
 
 TRAINING_TYPE_TO_PB = {TrainingType.SL: cpb.TRAINING_TYPE_SL, TrainingType.DPO: cpb.TRAINING_TYPE_DPO,
                        TrainingType.CHAT: cpb.TRAINING_TYPE_CHAT}
@@ -273,7 +277,7 @@ class Runner:
     def run(self) -> None:
         self.reporter.start()
         try:
-            self._run()
+            self._run_retrying()
         except _Stop:
             log.info("job %s: stopped at its last checkpoint (will resume)", self.job.id)
         except Cancelled:
@@ -299,6 +303,37 @@ class Runner:
         finally:
             self.reporter.close()
 
+    def _run_retrying(self) -> None:
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                self._run()
+                return
+            except Unavailable as exc:
+                if self.pool.stopping.is_set():
+                    raise _Stop() from exc  # shutting down anyway: the next owner resumes from the checkpoint
+                if attempt == TRANSIENT_RETRIES or self.reporter.lost:
+                    raise
+                delay = RETRY_BASE_SECONDS * 2 ** attempt
+                log.warning("job %s: %s; resuming from the last checkpoint in %.0fs (retry %d of %d)",
+                            self.job.id, exc.message, delay, attempt + 1, TRANSIENT_RETRIES)
+                self._rewind()
+                try:
+                    self.reporter.send(message=f"{exc.message}; resuming from the last checkpoint in {delay:.0f}s "
+                                               f"(retry {attempt + 1} of {TRANSIENT_RETRIES})")
+                except FerryError:
+                    pass  # the catalog may be what is down; the heartbeat thread keeps trying
+                if self.pool.stopping.wait(delay):
+                    raise _Stop() from None
+                self._check()
+
+    def _rewind(self) -> None:
+        """Progress back to the last checkpoint: rows converted after it will be converted again."""
+        cur = self.cp.get("current") or {}
+        rep = self.reporter
+        rep.rows_base = sum(int(d["rows"]) for d in self.cp.get("done", [])) + int(cur.get("rows", 0))
+        rep.rows = 0
+        rep.skipped = int(cur["skipped"]) if cur else int(self.cp.get("skipped", 0))
+
     def _run(self) -> None:
         req = self.req
         if self.job.cancel_requested:
@@ -322,7 +357,7 @@ class Runner:
                 continue
             cur = self.cp.get("current")
             state = SplitState(**cur) if cur and cur.get("split") == split else SplitState(
-                split, f"{prefix}{_safe(split)}.jsonl")
+                split, f"{prefix}{_safe(split)}.jsonl", skipped=self.reporter.skipped)
             self._import_split(source, state)
         self._finish(source)
 
