@@ -82,7 +82,8 @@ def _child_ferry(a: dict[str, Any]) -> dict[str, Any]:
         job = importer.core.start_import(REPO, ["train"], "", "SL", MAPPING, 0, "bench import")
         accepted = time.perf_counter() - t0
         # The catalog's watch stream says when the job ends (no polling to cost CPU on the shared cores).
-        for job in importer.core.watch(job.id):
+        started = job
+        for job in importer.core.watch(started.id):  # noqa: B007 - the last state is what is reported
             if job.phase in (cpb.JOB_PHASE_COMPLETE, cpb.JOB_PHASE_ERROR, cpb.JOB_PHASE_CANCELLED):
                 break
         seconds = time.perf_counter() - t0
