@@ -7,7 +7,6 @@ errors; `ErrorInterceptor` is the one place those become statuses.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ferry import procs
 from ferry.errors import FerryError
 
 log = logging.getLogger("ferry.grpc")
@@ -167,15 +167,9 @@ def serve(
 
 def run_until_signalled(running: RunningServer, name: str) -> None:
     """Block until SIGTERM/SIGINT, then drain gracefully."""
-    done = threading.Event()
-
-    def _handler(signum: int, _frame: Any) -> None:
-        log.info("%s received signal %d, draining", name, signum)
-        done.set()
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
+    stop = procs.StopSignals()
     print(f"{name} listening on port {running.port}", flush=True)
-    done.wait()
+    stop.wait()
+    log.info("%s received signal %d, draining", name, stop.signum)
     running.stop()
     log.info("%s stopped", name)

@@ -16,7 +16,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +71,6 @@ class Stack:
     cfg: StackConfig
     children: list[Child] = field(default_factory=list)
     store: seaweed.Seaweed | None = None
-    stopping: threading.Event = field(default_factory=threading.Event)
 
     def local_s3_credentials(self) -> tuple[str, str]:
         """Keys for the local S3 server, made once per data dir (mode 0600) and reused."""
@@ -195,18 +193,18 @@ def main() -> int:
     procs.die_with_parent(signal.SIGTERM)
     cfg = StackConfig.from_env()
     stack = Stack(cfg)
-    signal.signal(signal.SIGTERM, lambda *_: stack.stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stack.stopping.set())
+    stop = procs.StopSignals()
     code = 0
     try:
         stack.start()
         print(stack.describe(), flush=True)
-        while not stack.stopping.wait(0.5):
-            for child in stack.children:
-                if child.proc.poll() is not None:
+        while not stop.wait(0.5):
+            failed = [child for child in stack.children if child.proc.poll() is not None]
+            if failed:
+                for child in failed:
                     print(f"{child.name} exited unexpectedly (code {child.proc.returncode}); stopping", flush=True)
-                    stack.stopping.set()
-                    code = 1
+                code = 1
+                break
     except Exception as exc:  # noqa: BLE001 - reported, then everything is stopped
         print(f"failed to start Ferry: {exc}", file=sys.stderr, flush=True)
         code = 1

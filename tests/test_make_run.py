@@ -61,11 +61,14 @@ def make_run(env: dict[str, str], log_path: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(make.pid, signal.SIGTERM)
+        hung = ""
         try:
             make.wait(150)
         except subprocess.TimeoutExpired:
+            hung = _why_hung(make.pid)  # the supervisor prints its threads' stacks into the log on SIGUSR1
             os.killpg(make.pid, signal.SIGKILL)
         log.close()
+        assert not hung, f"make run ignored SIGTERM for 150 s:\n{hung}\n{log_path.read_text()}"
     # Services stop in a second; the object store takes ~10 s and gets 15 before SIGKILL. Loaded
     # machines stretch both, so allow well over the sum of the supervisor's own timeouts.
     deadline = time.monotonic() + 150
@@ -78,6 +81,22 @@ def make_run(env: dict[str, str], log_path: Path) -> Iterator[str]:
         time.sleep(0.5)
     assert not alive, f"processes left running after SIGTERM: {alive}\n{log_path.read_text()}"
     assert "stopped." in log_path.read_text()
+
+
+def _why_hung(make_pid: int) -> str:
+    """Signal state of every process under `make`, after asking each Python one for its stacks (SIGUSR1)."""
+    lines = []
+    for proc in psutil.Process(make_pid).children(recursive=True):
+        try:
+            status = [ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                      if ln.startswith(("State", "Sig", "ShdPnd"))]
+            lines.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}: {'; '.join(status)}")
+            if "ferry.stack" in " ".join(proc.cmdline()):
+                proc.send_signal(signal.SIGUSR1)
+        except (psutil.Error, OSError):
+            pass
+    time.sleep(1)
+    return "\n".join(lines)
 
 
 @pytest.mark.timeout(600)

@@ -40,3 +40,68 @@ def test_child_dies_when_parent_is_killed() -> None:
     else:
         child.kill()
         raise AssertionError("the child outlived its SIGKILLed parent")
+
+
+STOPPER = """
+import sys, time
+from ferry.procs import StopSignals
+stop = StopSignals()
+print("ready", flush=True)
+while not stop.wait(float(sys.argv[1])):
+    pass
+print(f"stopped by {stop.signum}", flush=True)
+"""
+
+
+def _stopper(poll: str, preexec: object = None) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", STOPPER, poll], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=preexec)  # type: ignore[arg-type]
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_stop_signals_are_never_lost_whenever_they_land() -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(12):
+        proc = _stopper("0.0005")  # a tight loop: the signal lands anywhere in it
+        time.sleep(rng.uniform(0, 0.05))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=5)
+        assert out == f"stopped by {int(signal.SIGTERM)}\n"
+
+
+def test_a_blocked_sigterm_inherited_from_the_parent_is_unblocked() -> None:
+    # Whoever starts a server may hand it a mask with SIGTERM blocked (a mask survives exec).
+    proc = _stopper("0.5", lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=5)
+    assert out.startswith("stopped by")
+    # own_session_tied_to_parent() never hands a blocked SIGTERM down either.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        from ferry.procs import own_session_tied_to_parent
+
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                                 preexec_fn=own_session_tied_to_parent())
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    try:
+        blocked = next(line for line in Path(f"/proc/{child.pid}/status").read_text().splitlines()
+                       if line.startswith("SigBlk:"))
+        assert not int(blocked.split()[1], 16) & (1 << (signal.SIGTERM - 1)), blocked
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_sigusr1_prints_every_threads_stack_and_keeps_running() -> None:
+    proc = _stopper("0.5")
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=5)
+    assert out.startswith("stopped by") and "Current thread" in err and 'File "<string>"' in err
