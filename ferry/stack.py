@@ -10,6 +10,7 @@ rest are stopped and the exit code is non-zero.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -85,6 +86,19 @@ class Stack:
             json.dump({"access_key": access, "secret_key": secret}, fh)
         return access, secret
 
+    def local_token_key(self) -> str:
+        """The key that seals per-request HF tokens into import jobs (so a restarted importer can resume them):
+        made once per data dir (mode 0600), like the local S3 keys."""
+        path = self.cfg.data_dir / "importer-token.key"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = base64.b64encode(os.urandom(32)).decode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        return key
+
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT)
@@ -120,7 +134,10 @@ class Stack:
                              {"FERRY_GRPC_PORT": str(_port(self.cfg.catalog_addr))})
         self.wait_grpc(catalog)
         for name, addr in (("importer", self.cfg.importer_addr), ("exporter", self.cfg.exporter_addr)):
-            self.spawn(name, f"services.{name}", addr, {"FERRY_GRPC_PORT": str(_port(addr))})
+            extra = {"FERRY_GRPC_PORT": str(_port(addr))}
+            if name == "importer" and not os.environ.get("FERRY_TOKEN_KEY"):
+                extra["FERRY_TOKEN_KEY"] = self.local_token_key()
+            self.spawn(name, f"services.{name}", addr, extra)
         for child in self.children[1:]:
             self.wait_grpc(child)
         gateway = self.spawn("gateway", "gateway", f"http://localhost:{self.cfg.gateway_port}")

@@ -277,3 +277,60 @@ def test_a_storage_outage_mid_import_pauses_and_resumes_from_the_checkpoint(stac
     assert _row_ids(stack, body["dataset_id"]) == list(range(ROWS))
     store = stack.catalog.store
     assert not store.client._list_multipart_uploads(store.bucket).uploads  # noqa: SLF001
+
+
+def _start_gated(stack: ImporterStack, repo: str) -> str:
+    r = stack.gw.client.post("/api/huggingface/import", headers={"X-HF-Token": stack.hub.token}, json={
+        "dataset_name": repo, "training_type": "SL", "split": "train", "field_mappings": MAPPING})
+    assert r.status_code == 202, r.text
+    return str(r.json()["import_id"])
+
+
+def _stop_after_two_parts(stack: ImporterStack, import_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        cp = _job(stack, import_id).checkpoint_json
+        if len((json.loads(cp).get("current") or {}).get("parts", []) if cp else []) >= 2:
+            break
+        assert time.monotonic() < deadline, "no checkpoint with two parts in time"
+        time.sleep(0.05)
+    stack.stop_importer()
+
+
+def test_a_gated_import_resumes_elsewhere_with_the_requests_own_sealed_token(stack: ImporterStack,
+                                                                              large_repo: Path) -> None:
+    from services.importer.tokens import new_key
+
+    gated = "ferry-test/large-gated"
+    stack.hub.add_repo(gated, large_repo, gated="manual")
+    # No HF_TOKEN anywhere: only the request's own token opens the repo.
+    assert "HF_TOKEN" not in stack.env
+    stack.stop_importer()
+    stack.start_importer(FERRY_TOKEN_KEY=new_key())
+    stack.hub.throttle(6_000_000)
+    try:
+        import_id = _start_gated(stack, gated)
+        _stop_after_two_parts(stack, import_id)
+    finally:
+        stack.hub.throttle(None)
+    job = _job(stack, import_id)
+    # The job record holds the token sealed, never in clear.
+    assert stack.hub.token not in str(job)
+    assert json.loads(job.request_json)["sealed_token"].startswith("v1.")
+    # Another importer (new worker, nothing in memory) with the same key resumes it and finishes.
+    stack.start_importer()
+    body = stack.wait(import_id, timeout=60)
+    assert body["status"] == "complete", body
+    assert _job(stack, import_id).attempt == 2
+    assert _row_ids(stack, body["dataset_id"]) == list(range(ROWS))
+
+    # With another key the sealed token cannot be opened: the resumed job has no token and the Hub refuses it.
+    stack.hub.throttle(6_000_000)
+    try:
+        second = _start_gated(stack, gated)
+        _stop_after_two_parts(stack, second)
+    finally:
+        stack.hub.throttle(None)
+    stack.start_importer(FERRY_TOKEN_KEY=new_key())
+    body = stack.wait(second, timeout=60)
+    assert body["status"] == "error" and "token" in body["error"], body

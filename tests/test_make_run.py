@@ -132,6 +132,9 @@ def test_make_run_serves_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
             dataset = put_dataset(catalog, {"train": rows}, name="kept across restarts")  # type: ignore[arg-type]
 
     assert (data / "catalog.db").exists()
+    # The key that seals per-request HF tokens into import jobs is made once, readable by its owner only.
+    key_file = data / "importer-token.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_text().strip()) == 44
     with make_run(env, tmp_path / "run2.log") as url:
         listed = httpx.get(f"{url}/api/datasets", timeout=10).json()
         assert [d["name"] for d in listed["datasets"]] == ["kept across restarts"]

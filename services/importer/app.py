@@ -19,6 +19,7 @@ from services.importer.core import ImporterCore
 from services.importer.hub import HubClient
 from services.importer.jobs import JobPool
 from services.importer.servicer import SERVICE_NAME, ImporterServicer
+from services.importer.tokens import TokenSealer, parse_key
 
 log = logging.getLogger("ferry.importer")
 
@@ -59,8 +60,9 @@ def start(cfg: ImporterConfig, port: int | None = None) -> Importer:
         log.warning("object storage is not ready yet: %s", exc)
     hub = HubClient(cfg.hf_endpoint, str(cfg.hf_token))
     catalog = CatalogClient(cfg.catalog_addr)
+    sealer = TokenSealer(parse_key(str(cfg.token_key))) if cfg.token_key else None
     pool = JobPool(catalog, store, hub, cfg.workers, cfg.local_source_dirs, cfg.resume_scan_seconds,
-                   cfg.part_bytes)
+                   cfg.part_bytes, sealer)
     core = ImporterCore(hub, catalog, pool, cfg.local_source_dirs)
     running = serve([Registration(importer_pb2_grpc.add_ImporterServiceServicer_to_server, ImporterServicer(core),
                                   SERVICE_NAME)], cfg.grpc_port if port is None else port,

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ferry import config as c
+from services.importer.tokens import parse_key
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class ImporterConfig:
     resume_scan_seconds: float = 10.0
     # Size of the multipart-upload parts an import writes; a checkpoint follows each part.
     part_bytes: int = 16 * 1024 * 1024
+    # Seals per-request HF tokens into the job record so another replica can resume the job (tokens.py).
+    token_key: c.Secret = field(default_factory=lambda: c.Secret(""))
     worker_id: str = field(default="")
 
     def __repr__(self) -> str:
@@ -44,4 +47,11 @@ class ImporterConfig:
             shutdown_grace=c.get_float("FERRY_SHUTDOWN_GRACE_SECONDS", 20.0, env),
             resume_scan_seconds=c.get_float("FERRY_IMPORT_RESUME_SCAN_SECONDS", 10.0, env),
             part_bytes=c.get_int("FERRY_IMPORT_PART_BYTES", 16 * 1024 * 1024, env, minimum=5 * 1024 * 1024),
+            token_key=_token_key(c.get_str("FERRY_TOKEN_KEY", "", env)),
         )
+
+
+def _token_key(text: str) -> c.Secret:
+    if text:
+        parse_key(text)  # fail fast on a malformed key
+    return c.Secret(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -235,8 +236,11 @@ class ImporterCore:
             max_samples=max_samples, name=(dataset_name or default_name).strip(), features=features_of(schema),
             bytes_total=bytes_total if not max_samples else 0, rows_total=max(rows_total, 0),
         )
+        job_id = str(uuid.uuid4())
+        if token and self.pool is not None and self.pool.sealer is not None:
+            req.sealed_token = self.pool.sealer.seal(token, job_id)  # so another replica can resume the job
         job = self.catalog.create_job(cpb.CreateJobRequest(
-            kind=cpb.JOB_KIND_IMPORT, request_json=req.to_json(),
+            kind=cpb.JOB_KIND_IMPORT, request_json=req.to_json(), job_id=job_id,
             message=f"queued: {source.repo_id} {chosen} {', '.join(wanted)}"))
         if self.pool is not None:
             self.pool.submit(job.id, token)

@@ -37,6 +37,7 @@ from services.importer.convert import RowMapper
 from services.importer.hub import HubClient, Meter
 from services.importer.mapping import describe_schema
 from services.importer.sources import Source, data_format, resolve
+from services.importer.tokens import TokenSealer
 
 log = logging.getLogger("ferry.importer.jobs")
 
@@ -75,6 +76,8 @@ class ImportRequest:
     features: list[tuple[str, str]]
     bytes_total: int = 0
     rows_total: int = 0
+    # The request's own HF token, sealed for this job with FERRY_TOKEN_KEY (tokens.py); never the token itself.
+    sealed_token: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -243,8 +246,8 @@ class Runner:
     def __init__(self, owner: JobPool, job: cpb.Job, token: str | None) -> None:
         self.pool = owner
         self.job = job
-        self.token = token
         self.req = ImportRequest.from_json(job.request_json)
+        self.token = token or owner.unseal(self.req.sealed_token, job.id)
         self.store = owner.store
         self.cp: dict[str, Any] = json.loads(job.checkpoint_json) if job.checkpoint_json else {}
         self.meter = Meter()
@@ -610,8 +613,10 @@ class JobPool:
     """FERRY_IMPORT_WORKERS job threads, plus a scanner that claims queued and stalled imports (resume)."""
 
     def __init__(self, catalog: Any, store: ObjectStore, hub: HubClient, workers: int,
-                 local_dirs: tuple[str, ...], scan_seconds: float = 10.0, part_size: int = PART_SIZE) -> None:
+                 local_dirs: tuple[str, ...], scan_seconds: float = 10.0, part_size: int = PART_SIZE,
+                 sealer: TokenSealer | None = None) -> None:
         self.catalog = catalog
+        self.sealer = sealer
         self.part_size = part_size
         self.store = store
         self.hub = hub
@@ -634,6 +639,16 @@ class JobPool:
 
     def start(self) -> None:
         self._scanner.start()
+
+    def unseal(self, sealed: str, job_id: str) -> str | None:
+        """A resumed job's own HF token, if the request sealed one and this importer holds the same key."""
+        if not sealed:
+            return None
+        token = self.sealer.open(sealed, job_id) if self.sealer is not None else None
+        if token is None:
+            log.warning("job %s: its request's HF token cannot be opened here (%s); using HF_TOKEN if set", job_id,
+                        "FERRY_TOKEN_KEY is unset" if self.sealer is None else "FERRY_TOKEN_KEY differs")
+        return token
 
     def submit(self, job_id: str, token: str | None) -> None:
         """Run a just-created job here; if all workers are busy the scanner picks it up when one frees."""
