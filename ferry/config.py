@@ -133,6 +133,7 @@ ENV_VARS: dict[str, str] = {
     "FERRY_S3_REGION": "us-east-1",
     "FERRY_S3_PUBLIC_ENDPOINT": "",
     "FERRY_TOKEN_KEY": "",
+    "FERRY_EXPORT_REPORT_PROCESSES": "2",
     "FERRY_DATA_DIR": ".ferry-data",
     "FERRY_LOCAL_S3_PORT": "8333",
     "FERRY_LOG_LEVEL": "INFO",

@@ -193,3 +193,22 @@ def test_split_export_progress_counts_each_row_once(object_store: Any) -> None:
     assert bytes_done[-1] == seen[-1][3] == 2 * len(data)
     # The first pass (spooling) moves bytes, not rows: the percent keeps moving while rows wait.
     assert rows_done[0] == 0 and bytes_done[0] > 0
+
+
+def test_the_report_from_child_processes_equals_the_in_thread_one(object_store: Any) -> None:
+    from services.exporter import engine
+
+    rows = SAMPLE_ROWS["SL"] * 300
+    data = jsonl(rows)
+    object_store.put_bytes("datasets/4/train.jsonl", data)
+    ds = engine.SourceDataset(4, "d", TrainingType.SL, (engine.SourceSplit("train", "datasets/4/train.jsonl",
+                                                                          len(rows), len(data)),))
+    reports = []
+    for export_id, kwargs in (("e4", {"report_process_bytes": 1 << 40}),  # in a thread
+                              ("e5", {"report_process_bytes": 0, "report_processes": 2})):  # two children
+        req = check_request(4, "openai", "o", None, 0.8, {"seed": 3})
+        files = engine.Exporter(object_store, ds, req, export_id, batch_bytes=4096, **kwargs).run()
+        by_name = {f.name: f for f in files}
+        reports.append(json.loads(object_store.get_bytes(by_name["o.validation.json"].key)))
+    assert reports[0] == reports[1]
+    assert reports[0]["splits"]["train"]["examples"] + reports[0]["splits"]["validation"]["examples"] == len(rows)

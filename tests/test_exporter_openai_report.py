@@ -387,3 +387,57 @@ def test_too_few_examples_warns():
     rep = report_of([good(1)] * 3)
     assert any("at least 10" in w for w in rep["warnings"])
     assert "Warnings:" in render_text(rep)
+
+
+# --- the report spread over processes ------------------------------------------------------------
+
+def _mixed_lines(n: int) -> list[str]:
+    """Valid examples of varied sizes with every kind of problem sprinkled in, more of some than the samples keep."""
+    out = []
+    for i in range(n):
+        if i % 7 == 3:
+            out.append("not json")
+        elif i % 11 == 5:
+            out.append("")
+        elif i % 13 == 6:
+            out.append(ex(("user", f"question {i}")))  # no assistant turn
+        elif i % 17 == 8:
+            out.append(ex(("assistant", "only an answer " * (i % 5))))  # no user, no system
+        else:
+            out.append(ex(("user", f"what is {i} squared? " * (1 + i % 9)), ("assistant", f"{i * i} " * (1 + i % 4)))
+                       if i % 2 else good(i))
+    return out
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3])
+def test_a_report_spread_over_processes_equals_one_read_in_order(processes: int) -> None:
+    from services.exporter.report_worker import ReportPool
+
+    train, validation = _mixed_lines(2_000), _mixed_lines(300)
+    single = OpenAIReport(n_epochs=2)
+    for line in train:
+        single.add_line(line, "train")
+    for line in validation:
+        single.add_line(line, "validation")
+    pool = ReportPool("gpt-4o-mini", 2, processes)
+    try:
+        # Uneven batches, both splits interleaved, as the exporter's conversion hands them over.
+        i = j = 0
+        sizes = [1, 37, 200, 5, 400, 63]
+        k = 0
+        while i < len(train) or j < len(validation):
+            size = sizes[k % len(sizes)]
+            k += 1
+            if i < len(train):
+                pool.put("\n".join(train[i:i + size]).encode(), "train")
+                i += size
+            if j < len(validation) and k % 3 == 0:
+                pool.put("\n".join(validation[j:j + size]).encode(), "validation")
+                j += size
+        got = pool.result()
+    finally:
+        pool.stop()
+    want = single.finish()
+    assert got == want
+    assert want["splits"]["train"]["format_errors"]["invalid_json"] > 20  # sample lists were truncated
+    assert pool.peak_rss_mb > 0

@@ -27,6 +27,8 @@ class ExporterConfig:
     heartbeat_seconds: float = 3.0
     # Input read per conversion batch.
     batch_bytes: int = 4 * 1024 * 1024
+    # Processes that tokenise an openai export's validation report (each holds a ~200 MB tokenizer).
+    report_processes: int = 2
 
     def __repr__(self) -> str:
         return (f"ExporterConfig(port={self.grpc_port}, catalog={self.catalog_addr}, bucket={self.s3.bucket}, "
@@ -46,4 +48,5 @@ class ExporterConfig:
             poll_seconds=c.get_float("FERRY_EXPORT_POLL_SECONDS", 5.0, env),
             heartbeat_seconds=c.get_float("FERRY_EXPORT_HEARTBEAT_SECONDS", 3.0, env),
             batch_bytes=c.get_int("FERRY_EXPORT_BATCH_BYTES", 4 * 1024 * 1024, env, minimum=65536),
+            report_processes=c.get_int("FERRY_EXPORT_REPORT_PROCESSES", 2, env, minimum=1),
         )

@@ -351,7 +351,8 @@ class _JobRun:
                           req.additional_params)
             exporter = engine.Exporter(
                 self.core.store, src, req, job.id, self.on_progress, run_id=f"{job.attempt}-{uuid.uuid4().hex[:8]}",
-                tmp_dir=self.core.cfg.tmp_dir or None, batch_bytes=self.core.cfg.batch_bytes, on_phase=self.on_phase)
+                tmp_dir=self.core.cfg.tmp_dir or None, batch_bytes=self.core.cfg.batch_bytes, on_phase=self.on_phase,
+                report_processes=self.core.cfg.report_processes)
             files = exporter.run()
             self._stop_heartbeat(stop, hb)
             if self.cancel.is_set():

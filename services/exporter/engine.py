@@ -25,7 +25,7 @@ from ferry.errors import Internal, Unavailable
 from ferry.storage import ObjectStore
 from services.exporter import convert, hf_card
 from services.exporter.formats import FORMATS, ExportRequest
-from services.exporter.report_worker import ReportProcess
+from services.exporter.report_worker import ReportPool
 from services.exporter.shuffle import ShuffleSpool
 
 log = logging.getLogger("ferry.exporter.engine")
@@ -35,6 +35,7 @@ BATCH_BYTES = 4 * 1024 * 1024
 UPLOAD_QUEUE = 2
 # From this much input on, the OpenAI report runs in a child process (report_worker.py).
 REPORT_PROCESS_BYTES = 32 * 1024 * 1024
+REPORT_PROCESSES = 2
 PART_SIZE = 8 * 1024 * 1024
 CONTENT_TYPES = {".jsonl": "application/jsonl", ".json": "application/json", ".csv": "text/csv; charset=utf-8",
                  ".txt": "text/plain; charset=utf-8", ".md": "text/markdown; charset=utf-8",
@@ -214,7 +215,8 @@ class Exporter:
     def __init__(self, store: ObjectStore, dataset: SourceDataset, req: ExportRequest, export_id: str,
                  on_progress: ProgressFn | None = None, *, run_id: str = "0", tmp_dir: str | None = None,
                  batch_bytes: int = BATCH_BYTES, on_phase: Callable[[str], None] | None = None,
-                 report_process_bytes: int = REPORT_PROCESS_BYTES, with_report: bool = True) -> None:
+                 report_process_bytes: int = REPORT_PROCESS_BYTES, with_report: bool = True,
+                 report_processes: int = REPORT_PROCESSES) -> None:
         self.store = store
         self.ds = dataset
         self.req = req
@@ -232,14 +234,14 @@ class Exporter:
                                    req.additional_params.get("export_type", "documents"), dataset.id)
         self.counter = _Counter()
         self.staged: list[OutputFile] = []
-        self.feeder: _ReportFeeder | ReportProcess | None = None
+        self.feeder: _ReportFeeder | ReportPool | None = None
         if self.fmt.name == "openai" and with_report:  # with_report=False only for the benchmark
             n_epochs = req.additional_params.get("n_epochs")
             model = req.additional_params.get("model", "gpt-4o-mini")
             epochs = int(n_epochs) if n_epochs else None
             size = sum(s.num_bytes for s in self.splits)
             if size >= report_process_bytes:
-                self.feeder = ReportProcess(model, epochs)
+                self.feeder = ReportPool(model, epochs, report_processes)
             else:
                 from services.exporter.openai_report import OpenAIReport
 

@@ -228,6 +228,19 @@ class Distribution:
         counts = self.counts
         counts[value] = counts.get(value, 0) + 1
 
+    def merge(self, other: Distribution) -> None:
+        """Add another distribution's values (from a report of other lines)."""
+        self.n += other.n
+        self.total += other.total
+        if other.min is not None and (self.min is None or other.min < self.min):
+            self.min = other.min
+        if other.max is not None and (self.max is None or other.max > self.max):
+            self.max = other.max
+        self.exact = self.exact and other.exact
+        counts = self.counts
+        for value, n in other.counts.items():
+            counts[value] = counts.get(value, 0) + n
+
     def _order_stats(self, ranks: list[int]) -> dict[int, int]:
         """Values at the given 0-based ranks of the sorted data."""
         wanted = sorted(set(ranks))
@@ -303,6 +316,28 @@ class _Split:
         self.missing_user_samples: list[int] = []
 
 
+    def merge(self, other: _Split) -> None:
+        """Fold in the state of other lines of the same split (line numbers are already global)."""
+        self.lines = max(self.lines, other.lines)
+        for name in ("blank", "examples", "invalid_lines", "over_limit", "capped_tokens", "missing_system",
+                     "missing_user"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("blank_samples", "over_limit_samples", "missing_system_samples", "missing_user_samples"):
+            setattr(self, name, _first_lines(getattr(self, name), getattr(other, name)))
+        for kind, n in other.error_counts.items():
+            self.error_counts[kind] = self.error_counts.get(kind, 0) + n
+        for kind, lines in other.error_samples.items():
+            self.error_samples[kind] = _first_lines(self.error_samples.get(kind, []), lines)
+        self.tokens.merge(other.tokens)
+        self.assistant_tokens.merge(other.assistant_tokens)
+        self.messages.merge(other.messages)
+
+
+def _first_lines(a: list[int], b: list[int]) -> list[int]:
+    """The lowest SAMPLE_LINES line numbers of two sample lists, as one report reading in order keeps."""
+    return sorted(set(a) | set(b))[:SAMPLE_LINES]
+
+
 def default_epochs(n_examples: int) -> int:
     """The default n_epochs OpenAI picks for a training file of n_examples (as in its cookbook)."""
     if n_examples <= 0:
@@ -359,11 +394,32 @@ class OpenAIReport:
                 self.price_table[model_key] = price
                 self.price_sources[model_key] = "request override"
 
-        self._count = tokenizer_count(self.encoding)
+        # Loaded on the first count: a report that only merges other processes' states never needs the ~120 MB
+        # vocabulary.
+        self._count: Callable[[str], int] = self._load_count
         self._cache: dict[str, int] = {}
         self._splits: dict[str, _Split] = {}
 
     # -- per line -----------------------------------------------------------
+
+    def _load_count(self, text: str) -> int:
+        self._count = tokenizer_count(self.encoding)
+        return self._count(text)
+
+    # -- state across processes ---------------------------------------------
+
+    def start_at(self, split: str, lineno: int) -> None:
+        """The next line added to `split` is line `lineno` (a process given every other batch numbers globally)."""
+        self._split(split).lines = lineno - 1
+
+    def state(self) -> dict[str, _Split]:
+        """What merge() needs from this report (picklable)."""
+        return self._splits
+
+    def merge(self, state: dict[str, _Split]) -> None:
+        """Fold in another report's state, as if its lines had been added here."""
+        for name, other in state.items():
+            self._split(name).merge(other)
 
     def _split(self, split: str) -> _Split:
         st = self._splits.get(split)

@@ -5,14 +5,20 @@ in a separate process it runs on another core instead of contending for the
 exporter's GIL, and its memory stays out of the exporter. The child is a plain
 `python -m services.exporter.report_worker` (no fork of a process that runs gRPC
 threads, no re-import of the parent's main module). Protocol on its stdin:
-frames of a 4-byte big-endian length and `split NUL lines`; a zero length ends
-the input, and the child answers one JSON object on stdout.
+frames of a 4-byte big-endian length and `split NUL first-line-number NUL lines`;
+a zero length ends the input, and the child answers one JSON object on stdout
+carrying its report's state. Tokenising holds the GIL, so ReportPool spreads the
+batches over several such children and merges their states into one report:
+line numbers travel with each batch, so the merged report equals one that read
+every line in order.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -57,12 +63,14 @@ def serve(model: str, n_epochs: int | None) -> int:
             (size,) = _LEN.unpack(_read_exact(stdin, _LEN.size))
             if size == 0:
                 break
-            split, _, blob = _read_exact(stdin, size).partition(b"\0")
+            split, first, blob = _read_exact(stdin, size).split(b"\0", 2)
             name = split.decode()
+            report.start_at(name, int(first))
             # One decode per batch: add_line on str skips json's per-line encoding detection.
             for line in blob.decode("utf-8", "surrogateescape").split("\n"):
                 add(line, name)
-        out: dict[str, Any] = {"ok": report.finish(), "peak_rss_mb": peak_rss_mb()}
+        out: dict[str, Any] = {"state": base64.b64encode(pickle.dumps(report.state())).decode(),
+                               "peak_rss_mb": peak_rss_mb()}
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         out = {"error": f"{type(exc).__name__}: {exc}"}
     stdout.write(json.dumps(out).encode())
@@ -71,7 +79,7 @@ def serve(model: str, n_epochs: int | None) -> int:
 
 
 class ReportProcess:
-    """Same use as the in-thread feeder: put() exported blobs, then result()."""
+    """One report child: put() numbered batches, then state() for its report's state."""
 
     def __init__(self, model: str, n_epochs: int | None) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -94,27 +102,31 @@ class ReportProcess:
         except ValueError:
             return {"error": "it sent an unreadable answer"}
 
-    def put(self, blob: bytes, split: str) -> None:
-        payload = split.encode() + b"\0" + blob
+    def put(self, blob: bytes, split: str, first_line: int) -> None:
+        payload = split.encode() + b"\0" + str(first_line).encode() + b"\0" + blob
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(_LEN.pack(len(payload)) + payload)
         except (BrokenPipeError, ValueError, OSError):
             raise RuntimeError(f"the OpenAI report failed: {self._answer().get('error', 'it stopped')}") from None
 
-    def result(self) -> dict[str, Any]:
+    def end(self) -> None:
+        """No more lines: the child finishes and answers (read by state())."""
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(_LEN.pack(0))
             self.proc.stdin.close()
         except (BrokenPipeError, ValueError, OSError):
             pass
+
+    def state(self) -> Any:
+        self.end()
         answer = self._answer()
         self.peak_rss_mb = float(answer.get("peak_rss_mb") or 0.0)
         self.stop()
-        if "ok" not in answer:
+        if "state" not in answer:
             raise RuntimeError(f"the OpenAI report failed: {answer.get('error')}")
-        return answer["ok"]  # type: ignore[no-any-return]
+        return pickle.loads(base64.b64decode(answer["state"]))  # noqa: S301 - our own child's answer
 
     def stop(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
@@ -127,6 +139,47 @@ class ReportProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+class ReportPool:
+    """The OpenAI report over `processes` children: same use as the in-thread feeder (put(), then result())."""
+
+    def __init__(self, model: str, n_epochs: int | None, processes: int = 2) -> None:
+        self.model = model
+        self.n_epochs = n_epochs
+        self.workers: list[ReportProcess] = []
+        try:
+            for _ in range(max(1, processes)):
+                self.workers.append(ReportProcess(model, n_epochs))
+        except BaseException:
+            self.stop()
+            raise
+        self._turn = 0
+        self._lines: dict[str, int] = {}
+        self.peak_rss_mb = 0.0  # the largest child's
+
+    def put(self, blob: bytes, split: str) -> None:
+        first = self._lines.get(split, 0) + 1
+        self._lines[split] = first + blob.count(b"\n")  # the last line number of this batch
+        worker = self.workers[self._turn]
+        self._turn = (self._turn + 1) % len(self.workers)
+        worker.put(blob, split, first)
+
+    def result(self) -> dict[str, Any]:
+        from services.exporter.openai_report import OpenAIReport
+
+        for w in self.workers:
+            w.end()  # all children finish side by side
+        states = [w.state() for w in self.workers]
+        self.peak_rss_mb = max(w.peak_rss_mb for w in self.workers)
+        report = OpenAIReport(model=self.model, n_epochs=self.n_epochs)
+        for state in states:
+            report.merge(state)
+        return report.finish()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
 
 
 if __name__ == "__main__":
