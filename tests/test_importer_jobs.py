@@ -334,3 +334,33 @@ def test_a_gated_import_resumes_elsewhere_with_the_requests_own_sealed_token(sta
     stack.start_importer(FERRY_TOKEN_KEY=new_key())
     body = stack.wait(second, timeout=60)
     assert body["status"] == "error" and "token" in body["error"], body
+
+
+def test_event_stream_keeps_alive_and_frees_its_watch_when_the_client_leaves(
+        stack: ImporterStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import sse
+
+    # Progress changes at most 4 times a second; a keep-alive is due after 50 ms of quiet.
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
+    jobs = stack.catalog.server.catalog.jobs
+    import_id = _start(stack)
+    stack.hub.throttle(200_000)  # a slow download: the job runs for a while
+    try:
+        before = jobs._watchers
+        seen: list[str] = []
+        with stack.gw.client.stream("GET", f"/api/huggingface/import-progress/{import_id}/events") as resp:
+            for line in resp.iter_lines():
+                seen.append(line)
+                if seen.count(": keep-alive") >= 2:
+                    break
+            # Events first, then comments that keep the quiet connection open.
+            assert seen[0].startswith("data: ") and seen.count(": keep-alive") == 2
+            assert jobs._watchers == before + 1
+        # The client left: the next keep-alive write fails and the watch behind it is released.
+        deadline = time.monotonic() + 10
+        while jobs._watchers > before:
+            assert time.monotonic() < deadline, "the catalog watch outlived its SSE client"
+            time.sleep(0.05)
+    finally:
+        stack.hub.throttle(None)
+    assert stack.gw.client.post(f"/api/huggingface/import/{import_id}/cancel").status_code in (200, 202)

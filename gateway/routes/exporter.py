@@ -148,7 +148,7 @@ def cancel_export(request: Request, export_id: str) -> dict[str, Any]:
 def export_events(request: Request, export_id: str) -> StreamingResponse:
     """Server-Sent Events: one `data: {json}` per change, ending after a terminal status."""
     call = _stub(request).WatchExport(pb.WatchExportRequest(export_id=export_id))
-    return watch_as_sse(call, lambda msg: export_json(msg.export), f"export {export_id}")
+    return watch_as_sse(call, lambda msg: export_json(msg.export), f"export {export_id}", request)
 
 
 @router.get("/api/exports/{export_id}/files/{name:path}/presigned")

@@ -237,7 +237,7 @@ def import_progress(request: Request, import_id: str) -> dict[str, Any]:
 def import_events(request: Request, import_id: str) -> StreamingResponse:
     """Server-Sent Events: one `data: {json}` per change, ending after a terminal status."""
     call = _stub(request).WatchImport(pb.WatchImportRequest(import_id=import_id))
-    return watch_as_sse(call, lambda msg: progress_json(msg.progress), f"import {import_id}")
+    return watch_as_sse(call, lambda msg: progress_json(msg.progress), f"import {import_id}", request)
 
 
 @router.post("/api/huggingface/import/{import_id}/cancel")
