@@ -56,6 +56,17 @@ class StackConfig:
         )
 
 
+def _owner_only(path: Path, new: str) -> str:
+    """The secret kept in `path`; on first use `new`, written readable by its owner only (mode 0600)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(new + "\n")
+    return new
+
+
 def _port(addr: str) -> int:
     return int(addr.rsplit(":", 1)[1])
 
@@ -74,30 +85,15 @@ class Stack:
     store: seaweed.Seaweed | None = None
 
     def local_s3_credentials(self) -> tuple[str, str]:
-        """Keys for the local S3 server, made once per data dir (mode 0600) and reused."""
-        path = self.cfg.data_dir / "s3" / "credentials.json"
-        if path.exists():
-            creds = json.loads(path.read_text())
-            return creds["access_key"], creds["secret_key"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        access, secret = "ferry-local", secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"access_key": access, "secret_key": secret}, fh)
-        return access, secret
+        """Keys for the local S3 server, made once per data dir and reused."""
+        made = json.dumps({"access_key": "ferry-local", "secret_key": secrets.token_urlsafe(24)})
+        creds = json.loads(_owner_only(self.cfg.data_dir / "s3" / "credentials.json", made))
+        return creds["access_key"], creds["secret_key"]
 
     def local_token_key(self) -> str:
-        """The key that seals per-request HF tokens into import jobs (so a restarted importer can resume them):
-        made once per data dir (mode 0600), like the local S3 keys."""
-        path = self.cfg.data_dir / "importer-token.key"
-        if path.exists():
-            return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = base64.b64encode(os.urandom(32)).decode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key + "\n")
-        return key
+        """The key that seals per-request HF tokens into import jobs (so a restarted importer can resume them),
+        made once per data dir like the local S3 keys."""
+        return _owner_only(self.cfg.data_dir / "importer-token.key", base64.b64encode(os.urandom(32)).decode())
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)

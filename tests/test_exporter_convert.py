@@ -151,23 +151,29 @@ def test_push_to_hub_script(tmp_path: Path) -> None:
     assert log[2][1]["repo_type"] == "dataset"
 
 
+def _stored_sl_dataset(store: Any, dataset_id: int, data: bytes, n_rows: int) -> Any:
+    """An SL dataset of one `train` split whose canonical JSONL `data` is in the store, as the catalog sees it."""
+    from services.exporter import engine
+
+    key = f"datasets/{dataset_id}/train.jsonl"
+    store.put_bytes(key, data)
+    return engine.SourceDataset(dataset_id, "d", TrainingType.SL, (engine.SourceSplit("train", key, n_rows,
+                                                                                      len(data)),))
+
+
 def test_engine_names_a_bad_row_and_copies_by_multipart(object_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from ferry.errors import FailedPrecondition
     from services.exporter import engine
 
     rows = SAMPLE_ROWS["SL"]
     good = jsonl(rows)
-    object_store.put_bytes("datasets/1/train.jsonl", good)
-    ds = engine.SourceDataset(1, "d", TrainingType.SL, (engine.SourceSplit("train", "datasets/1/train.jsonl",
-                                                                          len(rows), len(good)),))
+    ds = _stored_sl_dataset(object_store, 1, good, len(rows))
     monkeypatch.setattr(engine, "MAX_SINGLE_COPY", 0)  # take the >5 GiB (UploadPartCopy) path
     files = engine.Exporter(object_store, ds, check_request(1, "alpaca", "a", None, None, {}), "e1").run()
     assert len(json.loads(object_store.get_bytes(files[0].key))) == len(rows)
 
     bad = good + b'{"prompt": "p", "completion": 5, "history": "not a list"}\n'
-    object_store.put_bytes("datasets/2/train.jsonl", bad)
-    ds2 = engine.SourceDataset(2, "d", TrainingType.SL, (engine.SourceSplit("train", "datasets/2/train.jsonl",
-                                                                           len(rows) + 1, len(bad)),))
+    ds2 = _stored_sl_dataset(object_store, 2, bad, len(rows) + 1)
     with pytest.raises(FailedPrecondition) as err:
         engine.Exporter(object_store, ds2, check_request(2, "alpaca", "b", None, None, {}), "e2").run()
     assert f"row {len(rows)}" in err.value.message
@@ -179,9 +185,7 @@ def test_split_export_progress_counts_each_row_once(object_store: Any) -> None:
 
     rows = SAMPLE_ROWS["SL"] * 40
     data = jsonl(rows)
-    object_store.put_bytes("datasets/3/train.jsonl", data)
-    ds = engine.SourceDataset(3, "d", TrainingType.SL, (engine.SourceSplit("train", "datasets/3/train.jsonl",
-                                                                          len(rows), len(data)),))
+    ds = _stored_sl_dataset(object_store, 3, data, len(rows))
     seen: list[tuple[int, int, int, int]] = []
     req = check_request(3, "openai", "o", None, 0.75, {"seed": 7})
     engine.Exporter(object_store, ds, req, "e3", lambda *p: seen.append(p), batch_bytes=4096).run()
@@ -200,9 +204,7 @@ def test_the_report_from_child_processes_equals_the_in_thread_one(object_store: 
 
     rows = SAMPLE_ROWS["SL"] * 300
     data = jsonl(rows)
-    object_store.put_bytes("datasets/4/train.jsonl", data)
-    ds = engine.SourceDataset(4, "d", TrainingType.SL, (engine.SourceSplit("train", "datasets/4/train.jsonl",
-                                                                          len(rows), len(data)),))
+    ds = _stored_sl_dataset(object_store, 4, data, len(rows))
     reports = []
     for export_id, kwargs in (("e4", {"report_process_bytes": 1 << 40}),  # in a thread
                               ("e5", {"report_process_bytes": 0, "report_processes": 2})):  # two children

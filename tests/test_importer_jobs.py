@@ -50,6 +50,17 @@ def _job(stack: ImporterStack, job_id: str) -> cpb.Job:
     return stack.catalog.stub.GetJob(cpb.GetJobRequest(job_id=job_id)).job
 
 
+def _wait_for_two_parts(stack: ImporterStack, import_id: str) -> None:
+    """Until the job's checkpoint records two uploaded parts of the split it is writing."""
+    deadline = time.monotonic() + 30
+    while True:
+        cp = _job(stack, import_id).checkpoint_json
+        if len((json.loads(cp).get("current") or {}).get("parts", []) if cp else []) >= 2:
+            return
+        assert time.monotonic() < deadline, "no checkpoint with two parts in time"
+        time.sleep(0.05)
+
+
 def _row_ids(stack: ImporterStack, dataset_id: int) -> list[int]:
     data = stack.catalog.store.get_bytes(f"datasets/{dataset_id}/train.jsonl")
     ids = []
@@ -138,14 +149,7 @@ def test_import_resumes_after_a_restart_without_starting_over(stack: ImporterSta
     stack.hub.reset_counters()
     import_id = _start(stack)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            cp = _job(stack, import_id).checkpoint_json
-            parts = (json.loads(cp).get("current") or {}).get("parts", []) if cp else []
-            if len(parts) >= 2:
-                break
-            assert time.monotonic() < deadline, "no checkpoint with two parts in time"
-            time.sleep(0.05)
+        _wait_for_two_parts(stack, import_id)
         stack.stop_importer()
     finally:
         stack.hub.throttle(None)
@@ -217,14 +221,7 @@ def test_jsonl_import_resumes_from_its_byte_offset(importer_server: ImporterStac
     assert r.status_code == 202, r.text
     import_id = r.json()["import_id"]
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            cp = _job(stack, import_id).checkpoint_json
-            parts = (json.loads(cp).get("current") or {}).get("parts", []) if cp else []
-            if len(parts) >= 2:
-                break
-            assert time.monotonic() < deadline, "no checkpoint with two parts in time"
-            time.sleep(0.05)
+        _wait_for_two_parts(stack, import_id)
         stack.stop_importer()
     finally:
         stack.hub.throttle(None)
@@ -247,13 +244,7 @@ def test_a_storage_outage_mid_import_pauses_and_resumes_from_the_checkpoint(stac
         stack.hub.throttle(6_000_000)
         try:
             import_id = _start(stack)
-            deadline = time.monotonic() + 30
-            while True:
-                cp = _job(stack, import_id).checkpoint_json
-                if len((json.loads(cp).get("current") or {}).get("parts", []) if cp else []) >= 2:
-                    break
-                assert time.monotonic() < deadline, "no checkpoint with two parts in time"
-                time.sleep(0.05)
+            _wait_for_two_parts(stack, import_id)
             proxy.cut()  # the store goes away for 5 s, longer than the client's own retries
             messages = set()
             until = time.monotonic() + 5
@@ -287,13 +278,7 @@ def _start_gated(stack: ImporterStack, repo: str) -> str:
 
 
 def _stop_after_two_parts(stack: ImporterStack, import_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        cp = _job(stack, import_id).checkpoint_json
-        if len((json.loads(cp).get("current") or {}).get("parts", []) if cp else []) >= 2:
-            break
-        assert time.monotonic() < deadline, "no checkpoint with two parts in time"
-        time.sleep(0.05)
+    _wait_for_two_parts(stack, import_id)
     stack.stop_importer()
 
 
