@@ -80,6 +80,12 @@ class Internal(FerryError):
     code = grpc.StatusCode.INTERNAL
 
 
+class DataLoss(FerryError):
+    """Stored data no longer matches its record (size or checksum): serving it would be silently wrong."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 _BY_CODE: dict[grpc.StatusCode, type[FerryError]] = {
     cls.code: cls
     for cls in (
@@ -95,6 +101,7 @@ _BY_CODE: dict[grpc.StatusCode, type[FerryError]] = {
         ResourceExhausted,
         Aborted,
         Internal,
+        DataLoss,
     )
 }
 

@@ -15,9 +15,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -28,6 +29,7 @@ from ferry.catalog.v1 import catalog_pb2_grpc
 from ferry.errors import Cancelled, FailedPrecondition, FerryError, InvalidArgument, NotFound, from_rpc_error
 from ferry.storage import ObjectStore
 from services.exporter import engine
+from services.exporter.archive import CHUNK_BYTES, EPOCH, Member, entry_path, zip_stream
 from services.exporter.config import ExporterConfig
 from services.exporter.formats import FORMATS, ExportRequest, check_dataset, check_request, get_format
 
@@ -44,6 +46,9 @@ STATUS = {
 }
 TERMINAL = (cpb.JOB_PHASE_COMPLETE, cpb.JOB_PHASE_ERROR, cpb.JOB_PHASE_CANCELLED)
 UPDATE_INTERVAL = 0.25
+# DownloadArchive's chunk_bytes: below 4 MiB so a data message fits a gRPC client's default receive limit.
+MIN_CHUNK_BYTES = 1024
+MAX_CHUNK_BYTES = 4 * 1024 * 1024 - 1024
 
 
 class _Lost(Exception):
@@ -60,6 +65,15 @@ class ExportView:
     @property
     def status(self) -> str:
         return STATUS.get(self.job.phase, "queued")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """What DownloadArchive announces before the zip bytes: `NAME.zip` and the files in it."""
+
+    name: str
+    files: list[cpb.JobFile]
+    uncompressed_size: int
 
 
 class Catalog:
@@ -175,11 +189,15 @@ class ExporterCore:
         self.get(export_id)
         return self._view(self.catalog.call("CancelJob", cpb.CancelJobRequest(job_id=export_id)).job)
 
-    def file(self, export_id: str, name: str) -> cpb.JobFile:
+    def _complete(self, export_id: str) -> ExportView:
         view = self.get(export_id)
         if view.job.phase != cpb.JOB_PHASE_COMPLETE:
             raise FailedPrecondition(f"export {export_id} is not complete (status {view.status})",
                                      field="export_id")
+        return view
+
+    def file(self, export_id: str, name: str) -> cpb.JobFile:
+        view = self._complete(export_id)
         for f in view.job.files:
             if f.name == name:
                 return f
@@ -188,6 +206,28 @@ class ExporterCore:
     def download(self, export_id: str, name: str, chunk_size: int) -> tuple[cpb.JobFile, Iterator[bytes]]:
         f = self.file(export_id, name)
         return f, self.store.iter_chunks(f.object_key, chunk_size=chunk_size or 1024 * 1024)
+
+    def archive(self, export_id: str, chunk_bytes: int, is_active: Callable[[], bool]
+                ) -> tuple[Archive, Generator[bytes, None, None]]:
+        """Every file of a complete export as one zip under the folder `output_filename` (archive.py).
+
+        Checks happen here, at once; the bytes are produced lazily by the returned generator,
+        which raises DataLoss for a stored file that does not match its record.
+        """
+        if chunk_bytes and not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
+            raise InvalidArgument(f"chunk_bytes must be 0 (1 MiB) or between {MIN_CHUNK_BYTES} and "
+                                  f"{MAX_CHUNK_BYTES}", field="chunk_bytes")
+        view = self._complete(export_id)
+        folder = str(view.request.get("output_filename") or export_id)
+        files = list(view.job.files)
+        members = [Member(f.name, entry_path(folder, f.name), f.object_key, f.size, f.sha256) for f in files]
+        stamp = EPOCH
+        if view.job.HasField("finished_at"):
+            t = datetime.fromtimestamp(view.job.finished_at.seconds, UTC)
+            stamp = max(EPOCH, (t.year, t.month, t.day, t.hour, t.minute, t.second))
+        chunks = zip_stream(self.store, members, chunk_bytes=chunk_bytes or CHUNK_BYTES, date_time=stamp,
+                            is_active=is_active)
+        return Archive(f"{folder}.zip", files, sum(f.size for f in files)), chunks
 
     def url(self, export_id: str, name: str, expires: int) -> tuple[str, int]:
         if expires < 0 or expires > 604800:

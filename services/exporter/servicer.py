@@ -26,6 +26,10 @@ def _ts(job: cpb.Job, name: str) -> str:
     return datetime.fromtimestamp(getattr(job, name).ToMicroseconds() / 1e6, UTC).isoformat()
 
 
+def file_pb(f: cpb.JobFile) -> pb.ExportFile:
+    return pb.ExportFile(name=f.name, size=f.size, sha256=f.sha256, object_key=f.object_key)
+
+
 def export_pb(view: ExportView) -> pb.Export:
     job, req = view.job, view.request
     p = job.progress
@@ -37,8 +41,7 @@ def export_pb(view: ExportView) -> pb.Export:
                                    bytes_total=p.bytes_total, rows_per_second=p.rows_per_second,
                                    bytes_per_second=p.bytes_per_second, percent=p.percent),
         message=job.message, error=job.error,
-        files=[pb.ExportFile(name=f.name, size=f.size, sha256=f.sha256, object_key=f.object_key)
-               for f in job.files] if job.phase == cpb.JOB_PHASE_COMPLETE else [],
+        files=[file_pb(f) for f in job.files] if job.phase == cpb.JOB_PHASE_COMPLETE else [],
         created_at=_ts(job, "created_at"), finished_at=_ts(job, "finished_at"),
         cancel_requested=job.cancel_requested,
     )
@@ -85,12 +88,23 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
     def DownloadFile(self, request: pb.DownloadFileRequest, context: grpc.ServicerContext
                      ) -> Iterator[pb.DownloadFileResponse]:
         f, chunks = self.core.download(request.export_id, request.name, request.chunk_size)
-        yield pb.DownloadFileResponse(file=pb.ExportFile(name=f.name, size=f.size, sha256=f.sha256,
-                                                         object_key=f.object_key))
+        yield pb.DownloadFileResponse(file=file_pb(f))
         for chunk in chunks:
             if not context.is_active():
                 break
             yield pb.DownloadFileResponse(data=chunk)
+
+    def DownloadArchive(self, request: pb.DownloadArchiveRequest, context: grpc.ServicerContext
+                        ) -> Iterator[pb.DownloadArchiveResponse]:
+        archive, chunks = self.core.archive(request.export_id, request.chunk_bytes, context.is_active)
+        try:
+            yield pb.DownloadArchiveResponse(archive=pb.ArchiveHeader(
+                name=archive.name, file_count=len(archive.files), uncompressed_size=archive.uncompressed_size,
+                files=[file_pb(f) for f in archive.files]))
+            for chunk in chunks:
+                yield pb.DownloadArchiveResponse(data=chunk)
+        finally:
+            chunks.close()  # a cancelled call stops between two reads of the store
 
     def GetFileUrl(self, request: pb.GetFileUrlRequest, context: Any) -> pb.GetFileUrlResponse:
         url, ttl = self.core.url(request.export_id, request.name, request.expires_seconds)

@@ -602,6 +602,94 @@ class DownloadFileResponse(_message.Message):
 Global___DownloadFileResponse: _TypeAlias = DownloadFileResponse  # noqa: Y015
 
 @_typing.final
+class DownloadArchiveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPORT_ID_FIELD_NUMBER: _builtins.int
+    CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    export_id: _builtins.str
+    chunk_bytes: _builtins.int
+    """Bytes per data message, 1024-4193280 (1 KiB under 4 MiB, so a message fits a
+    client's default 4 MiB limit); 0 means 1 MiB.
+    """
+    def __init__(
+        self,
+        *,
+        export_id: _builtins.str = ...,
+        chunk_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "export_id", b"export_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadArchiveRequest: _TypeAlias = DownloadArchiveRequest  # noqa: Y015
+
+@_typing.final
+class ArchiveHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FILE_COUNT_FIELD_NUMBER: _builtins.int
+    UNCOMPRESSED_SIZE_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"<output_filename>.zip"."""
+    file_count: _builtins.int
+    """How many files the archive holds (= len(files))."""
+    uncompressed_size: _builtins.int
+    """Sum of the files' sizes before compression; the archive's own size is only
+    known when the stream ends.
+    """
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExportFile]:
+        """The files, in archive order. Each is the entry "<output_filename>/<name>";
+        a name already inside that folder ("mydata/train.jsonl") is used as it is.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        file_count: _builtins.int = ...,
+        uncompressed_size: _builtins.int = ...,
+        files: _abc.Iterable[Global___ExportFile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_count", b"file_count", "files", b"files", "name", b"name", "uncompressed_size", b"uncompressed_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveHeader: _TypeAlias = ArchiveHeader  # noqa: Y015
+
+@_typing.final
+class DownloadArchiveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARCHIVE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def archive(self) -> Global___ArchiveHeader: ...
+    def __init__(
+        self,
+        *,
+        archive: Global___ArchiveHeader | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["archive", b"archive", "data", b"data", "payload", b"payload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive", b"archive", "data", b"data", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["archive", "data"]  # noqa: Y015
+    _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
+
+Global___DownloadArchiveResponse: _TypeAlias = DownloadArchiveResponse  # noqa: Y015
+
+@_typing.final
 class GetFileUrlRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

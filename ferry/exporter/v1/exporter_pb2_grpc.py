@@ -69,6 +69,11 @@ class ExporterServiceStub:
                 request_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadFileRequest.SerializeToString,
                 response_deserializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadFileResponse.FromString,
                 _registered_method=True)
+        self.DownloadArchive = channel.unary_stream(
+                '/ferry.exporter.v1.ExporterService/DownloadArchive',
+                request_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadArchiveRequest.SerializeToString,
+                response_deserializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadArchiveResponse.FromString,
+                _registered_method=True)
         self.GetFileUrl = channel.unary_unary(
                 '/ferry.exporter.v1.ExporterService/GetFileUrl',
                 request_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.GetFileUrlRequest.SerializeToString,
@@ -128,6 +133,18 @@ class ExporterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadArchive(self, request, context):
+        """Streams every file of a complete export as one ZIP archive (deflate, ZIP64
+        when needed) whose files sit under a folder named after output_filename:
+        the first message carries `archive` (name, file count, sizes, the files),
+        every later one a chunk of `data`. Each file is checked against its recorded
+        size and sha256 while it streams; one that does not match ends the stream
+        with DATA_LOSS naming the file, before the archive is complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetFileUrl(self, request, context):
         """A presigned object-store URL for one file of a complete export.
         """
@@ -172,6 +189,11 @@ def add_ExporterServiceServicer_to_server(servicer, server):
                     servicer.DownloadFile,
                     request_deserializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadFileRequest.FromString,
                     response_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadFileResponse.SerializeToString,
+            ),
+            'DownloadArchive': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArchive,
+                    request_deserializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadArchiveRequest.FromString,
+                    response_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadArchiveResponse.SerializeToString,
             ),
             'GetFileUrl': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFileUrl,
@@ -368,6 +390,33 @@ class ExporterService:
             '/ferry.exporter.v1.ExporterService/DownloadFile',
             ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadFileRequest.SerializeToString,
             ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArchive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ferry.exporter.v1.ExporterService/DownloadArchive',
+            ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadArchiveRequest.SerializeToString,
+            ferry_dot_exporter_dot_v1_dot_exporter__pb2.DownloadArchiveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,14 @@ class ExporterServiceStub:
     """Streams one file of a complete export: the first message carries `file`
     (name, size, sha256), every later one a chunk of `data`.
     """
+    DownloadArchive: _grpc.UnaryStreamMultiCallable[_exporter_pb2.DownloadArchiveRequest, _exporter_pb2.DownloadArchiveResponse]
+    """Streams every file of a complete export as one ZIP archive (deflate, ZIP64
+    when needed) whose files sit under a folder named after output_filename:
+    the first message carries `archive` (name, file count, sizes, the files),
+    every later one a chunk of `data`. Each file is checked against its recorded
+    size and sha256 while it streams; one that does not match ends the stream
+    with DATA_LOSS naming the file, before the archive is complete.
+    """
     GetFileUrl: _grpc.UnaryUnaryMultiCallable[_exporter_pb2.GetFileUrlRequest, _exporter_pb2.GetFileUrlResponse]
     """A presigned object-store URL for one file of a complete export."""
 
@@ -73,6 +81,14 @@ class ExporterServiceAsyncStub(ExporterServiceStub):
     DownloadFile: _aio.UnaryStreamMultiCallable[_exporter_pb2.DownloadFileRequest, _exporter_pb2.DownloadFileResponse]  # type: ignore[assignment]
     """Streams one file of a complete export: the first message carries `file`
     (name, size, sha256), every later one a chunk of `data`.
+    """
+    DownloadArchive: _aio.UnaryStreamMultiCallable[_exporter_pb2.DownloadArchiveRequest, _exporter_pb2.DownloadArchiveResponse]  # type: ignore[assignment]
+    """Streams every file of a complete export as one ZIP archive (deflate, ZIP64
+    when needed) whose files sit under a folder named after output_filename:
+    the first message carries `archive` (name, file count, sizes, the files),
+    every later one a chunk of `data`. Each file is checked against its recorded
+    size and sha256 while it streams; one that does not match ends the stream
+    with DATA_LOSS naming the file, before the archive is complete.
     """
     GetFileUrl: _aio.UnaryUnaryMultiCallable[_exporter_pb2.GetFileUrlRequest, _exporter_pb2.GetFileUrlResponse]  # type: ignore[assignment]
     """A presigned object-store URL for one file of a complete export."""
@@ -134,6 +150,20 @@ class ExporterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_exporter_pb2.DownloadFileResponse], _abc.AsyncIterator[_exporter_pb2.DownloadFileResponse]]:
         """Streams one file of a complete export: the first message carries `file`
         (name, size, sha256), every later one a chunk of `data`.
+        """
+
+    @_abc_1.abstractmethod
+    def DownloadArchive(
+        self,
+        request: _exporter_pb2.DownloadArchiveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_exporter_pb2.DownloadArchiveResponse], _abc.AsyncIterator[_exporter_pb2.DownloadArchiveResponse]]:
+        """Streams every file of a complete export as one ZIP archive (deflate, ZIP64
+        when needed) whose files sit under a folder named after output_filename:
+        the first message carries `archive` (name, file count, sizes, the files),
+        every later one a chunk of `data`. Each file is checked against its recorded
+        size and sha256 while it streams; one that does not match ends the stream
+        with DATA_LOSS naming the file, before the archive is complete.
         """
 
     @_abc_1.abstractmethod
