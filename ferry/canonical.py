@@ -8,6 +8,7 @@ new source or a new format be added without touching the other side.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -26,6 +27,35 @@ class TrainingType(str, enum.Enum):
             raise InvalidArgument(
                 f"training_type must be one of SL, DPO, CHAT; got {value!r}", field="training_type"
             ) from None
+
+    @classmethod
+    def infer(cls, targets: Iterable[str] | Mapping[str, str]) -> TrainingType:
+        """The type a field mapping's targets imply (a mapping's blank-valued targets do not count).
+
+        chosen or rejected -> DPO; else messages -> CHAT; else prompt or completion -> SL. Whether the
+        mapping is complete and valid for that type is checked afterwards, like for a given type.
+        Raises InvalidArgument(field="training_type") when nothing decides it.
+        """
+        from ferry.errors import InvalidArgument
+
+        if isinstance(targets, Mapping):
+            names = [t for t, v in targets.items() if not (isinstance(v, str) and not v.strip())]
+        else:
+            names = list(targets)
+        given = set(names)
+        if given & {"chosen", "rejected"}:
+            return cls.DPO
+        if "messages" in given:
+            return cls.CHAT
+        if given & {"prompt", "completion"}:
+            return cls.SL
+        listed = ", ".join(map(repr, names)) if names else "none"
+        raise InvalidArgument(
+            f"training_type could not be inferred from the field_mappings targets (given: {listed}); "
+            "map prompt+completion for SL, prompt+chosen+rejected for DPO or messages for CHAT, "
+            "or set training_type",
+            field="training_type",
+        )
 
 
 ROLES = ("system", "user", "assistant")

@@ -4,6 +4,8 @@ Plain and joined text columns go through a vectorised polars path that encodes
 JSON in Rust; only conversations (message lists, transcripts) need Python per
 row. Both paths produce byte-identical lines for the same row, and a skipped
 row's reasons always come from the per-row path, i.e. from `ferry.canonical.problems`.
+Dot-path sources (`message.content`) are computed column-wise first (paths.py),
+so both paths see them as plain columns named like the spec.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from services.importer.convert_turns import (
     split,
 )
 from services.importer.mapping_spec import JOIN_SEPARATOR, Spec, check_mapping
+from services.importer.paths import FieldPath, resolve, select_sources, value_at
 
 MAX_SKIP_REASONS = 20
 
@@ -81,10 +84,14 @@ class RowMapper:
         self.schema = schema
         self.specs: dict[str, Spec] = check_mapping(schema, self.training_type, dict(field_mappings))
         self.field_mappings = {t: v for t, v in field_mappings.items() if t in self.specs}  # blanks dropped
-        cols: list[str] = []
+        sources: list[str] = []
         for spec in self.specs.values():
-            cols += [c for c in spec.columns if c not in cols]
-        self.columns = cols
+            sources += [c for c in spec.columns if c not in sources]
+        # The spec sources, in order; a source that is not a top-level column is a dot-path (paths.py).
+        self.sources = sources
+        self.paths: dict[str, FieldPath] = {s: resolve(schema, s) for s in sources if s not in schema.names}
+        # The top-level columns to read (a path's root column), e.g. for a reader's projection.
+        self.columns = list(dict.fromkeys(self.paths[s].root if s in self.paths else s for s in sources))
         self.vectorised = all(s.kind in ("column", "join") for s in self.specs.values())
         self._chat_from_pairs = self.training_type is TrainingType.CHAT and "messages" not in self.specs
         self._check_prefix = (self.training_type is TrainingType.DPO and self.specs["chosen"].is_conversation
@@ -104,14 +111,34 @@ class RowMapper:
             # Data files of one split disagree on their columns: not something a mapping can fix.
             raise FailedPrecondition(f"source batch lacks mapped column(s) {', '.join(map(repr, missing))} "
                                      f"(it has {', '.join(batch.schema.names)})")
-        sub = batch.select(self.columns)
+        # Paths are computed here, column-wise, into columns named like the spec: both conversions see plain columns.
+        sub = select_sources(batch, self.sources, self.paths)
         if self.vectorised and not force_per_row:
             return self._map_vectorised(sub, offset)
         return self._map_per_row(sub, offset)
 
     def map_rows(self, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any] | None, list[str]]]:
-        """Each source row as (canonical row, []) or (None, problems); for previews."""
-        return [self.convert_row(row) for row in rows]
+        """Each source row as (canonical row, []) or (None, problems); for previews.
+
+        Rows are Python dicts of the source columns; dot-path sources are read out of them (`paths.value_at`)
+        unless a row already holds a key named like the path.
+        """
+        return [self.convert_row(self._with_paths(row)) for row in rows]
+
+    def map_table_rows(self, table: pa.Table | pa.RecordBatch) -> list[tuple[dict[str, Any] | None, list[str]]]:
+        """`map_rows` for Arrow rows, with paths computed the way an import computes them."""
+        return [self.convert_row(row) for row in select_sources(table, self.sources, self.paths).to_pylist()]
+
+    def _with_paths(self, row: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(row, dict):
+            return row
+        missing = [s for s in self.paths if s not in row]
+        if not missing:
+            return row
+        out = dict(row)
+        for s in missing:
+            out[s] = value_at(row.get(self.paths[s].root), self.paths[s].steps)
+        return out
 
     def convert_row(self, values: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
         errors: list[str] = []

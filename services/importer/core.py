@@ -25,6 +25,7 @@ from services.importer.convert import RowMapper
 from services.importer.hub import HubClient, Meter
 from services.importer.jobs import ImportRequest, JobPool, features_of
 from services.importer.mapping import Suggestion, suggest_mapping, suggestions_to_mappings, validate_mapping
+from services.importer.paths import field_paths
 from services.importer.sources import Source, data_format, resolve
 
 log = logging.getLogger("ferry.importer.core")
@@ -47,6 +48,24 @@ def training_type(value: int | str) -> TrainingType:
     return tt
 
 
+def _unspecified(value: int | str) -> bool:
+    return not (value.strip() if isinstance(value, str) else value)
+
+
+def _mapped(field_mappings: dict[str, str]) -> bool:
+    """Whether any target is mapped (forms send blank strings for the targets they leave out)."""
+    return any(not (isinstance(v, str) and not v.strip()) for v in field_mappings.values())
+
+
+def effective_training_type(value: int | str, field_mappings: dict[str, str]) -> TrainingType | None:
+    """The given training type or, when unspecified, the one the mapping's targets imply; None with neither."""
+    if not _unspecified(value):
+        return training_type(value)
+    if _mapped(field_mappings):
+        return TrainingType.infer(field_mappings)
+    return None
+
+
 @dataclass
 class SplitSummary:
     name: str
@@ -63,6 +82,8 @@ class DatasetInfo:
     splits: list[SplitSummary]
     features: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
+    # Every selectable mapping source of the first split's schema, nested dot-paths included (paths.field_paths).
+    field_paths: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +98,8 @@ class Preview:
     total_samples: int
     field_mappings: dict[str, str]
     features: list[tuple[str, str]]
+    # The type the samples were mapped with (given or inferred from the mapping); None for raw rows.
+    training_type: TrainingType | None = None
 
 
 def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -142,10 +165,12 @@ class ImporterCore:
             fmts = sorted({data_format(p)[0] for p in paths})
             splits.append(SplitSummary(s, rows, nbytes, len(paths), fmts))
         features: list[tuple[str, str]] = []
+        sources: list[str] = []
         if layout.splits:
             _, schema = self._head(source, chosen, source.first_split(chosen), 1)
             features = features_of(schema)
-        return DatasetInfo(source, chosen, splits, features, notes)
+            sources = field_paths(schema)
+        return DatasetInfo(source, chosen, splits, features, notes, sources)
 
     def suggest(self, name: str, tt_value: int | str, config: str = "", split: str = "",
                 token: str | None = None) -> tuple[list[Suggestion], list[tuple[str, str]], str, str]:
@@ -163,11 +188,8 @@ class ImporterCore:
             raise InvalidArgument(f"num_samples must be between 1 and {MAX_PREVIEW}", field="num_samples")
         n = num_samples or 10
         mappings = dict(field_mappings or {})
-        tt: TrainingType | None = None
-        if tt_value:
-            tt = training_type(tt_value)
-        elif mappings:
-            raise InvalidArgument("training_type is required with field_mappings", field="training_type")
+        # Unspecified with a mapping: inferred from its targets; unspecified without one: raw rows.
+        tt = effective_training_type(tt_value, mappings)
         source = self._source(name, "", token)
         chosen, _ = source.choose_config(config)
         split = split or source.first_split(chosen)
@@ -187,18 +209,22 @@ class ImporterCore:
             validate_mapping(schema, tt, mappings)
             mapper = RowMapper(tt, mappings, schema)
             samples = []
-            for i, (row, probs) in enumerate(mapper.map_rows(head.to_pylist())):
+            for i, (row, probs) in enumerate(mapper.map_table_rows(head)):
                 if row is not None:
                     samples.append(row)
                 if probs:
                     problems.append((i, probs))
         return Preview(source.repo_id, chosen, split, source.revision, samples, raw, problems, total, mappings,
-                       features_of(schema))
+                       features_of(schema), tt)
 
     def start_import(self, name: str, splits: list[str], config: str, tt_value: int | str,
                      field_mappings: dict[str, str], max_samples: int, dataset_name: str = "", revision: str = "",
                      token: str | None = None) -> cpb.Job:
-        tt = training_type(tt_value)
+        found = effective_training_type(tt_value, dict(field_mappings))
+        if found is None:
+            raise InvalidArgument("training_type is required when field_mappings is empty (one of SL, DPO, CHAT)",
+                                  field="training_type")
+        tt = found
         if max_samples < 0:
             raise InvalidArgument("max_samples must be positive (0 or unset imports every row)",
                                   field="max_samples")

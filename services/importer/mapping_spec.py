@@ -3,7 +3,9 @@
 A spec must survive a round trip through a proto map<string, string>, so every
 way of reading a source is spelled as text: a column name, columns joined with
 `+`, or `turns:COL` / `transcript:COL` for values taken out of a conversation.
-The target field says which part of the conversation is meant.
+The target field says which part of the conversation is meant. Any COL may be a
+dot-path into nested columns (`message.content`, `messages.-1.content`; paths.py),
+checked against the type it resolves to; a column literally named so always wins.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pyarrow as pa
 
 from ferry.canonical import OPTIONAL, REQUIRED, TrainingType
 from ferry.errors import InvalidArgument
+from services.importer.paths import SEPARATOR, PathError, resolve
 
 TURNS_PREFIX = "turns:"
 TRANSCRIPT_PREFIX = "transcript:"
@@ -121,6 +124,27 @@ def format_spec(spec: Spec) -> str:
     return f"{spec.kind}:{spec.column}"
 
 
+def source_type(schema: pa.Schema, col: str, where: str = "field_mappings") -> pa.DataType:
+    """The type of source `col`: a top-level column (always first, even when its name has dots) or a dot-path."""
+    i = schema.get_field_index(col)
+    if i >= 0:
+        return schema.field(i).type
+    names = ", ".join(schema.names)
+    if col in schema.names:  # duplicate column name
+        raise _bad(f"{where}: column {col!r} appears more than once in the source (columns: {names})")
+    if SEPARATOR not in col:
+        raise _bad(f"{where}: column {col!r} is not in the source (columns: {names})")
+    try:
+        return resolve(schema, col).type
+    except PathError as exc:
+        raise _bad(f"{where}: column {col!r} is not in the source and does not resolve as a dot-path: {exc} "
+                   f"(columns: {names})") from None
+
+
+def _label(col: str, schema: pa.Schema) -> str:
+    return f"{'column' if col in schema.names else 'path'} {col!r}"
+
+
 def check_spec(target: str, raw: str, schema: pa.Schema) -> Spec:
     """Parse `raw` for `target` and check it against the schema; raises InvalidArgument naming the problem."""
     where = f"field_mappings[{target!r}]"
@@ -128,10 +152,7 @@ def check_spec(target: str, raw: str, schema: pa.Schema) -> Spec:
         raise _bad(f"{where} is empty; give a source column")
     names = list(schema.names)
     spec = parse_spec(raw, names)
-    for col in spec.columns:
-        if col not in names:
-            raise _bad(f"{where}: column {col!r} is not in the source (columns: {', '.join(names)})")
-    types = {col: schema.field(col).type for col in spec.columns}
+    types = {col: source_type(schema, col, where) for col in spec.columns}
     if spec.kind == "join":
         if len(spec.columns) < 2 or any(not c for c in spec.columns):
             raise _bad(f"{where}: {raw!r} must join two or more columns, like 'instruction+input'")
@@ -139,7 +160,7 @@ def check_spec(target: str, raw: str, schema: pa.Schema) -> Spec:
             raise _bad(f"{where}: joined columns can only fill a text field, not {target!r}")
         for col, t in types.items():
             if not (is_text_type(t) or pa.types.is_null(t)):
-                raise _bad(f"{where}: column {col!r} is {describe_type(t)}, not text")
+                raise _bad(f"{where}: {_label(col, schema)} is {describe_type(t)}, not text")
         return spec
     t = types[spec.column]
     if spec.kind == "column" and target in CONVERSATION_TARGETS:
@@ -147,19 +168,19 @@ def check_spec(target: str, raw: str, schema: pa.Schema) -> Spec:
         spec = Spec("turns", spec.columns)
     if spec.kind == "turns":
         if not (is_messages_type(t) or is_text_type(t) or pa.types.is_null(t)):
-            raise _bad(f"{where}: column {spec.column!r} is {describe_type(t)}, not a list of messages "
+            raise _bad(f"{where}: {_label(spec.column, schema)} is {describe_type(t)}, not a list of messages "
                        "({role, content} or {from, value}) or JSON text holding one")
         return spec
     if spec.kind == "transcript":
         if not (is_text_type(t) or pa.types.is_null(t)):
-            raise _bad(f"{where}: column {spec.column!r} is {describe_type(t)}, not a text transcript")
+            raise _bad(f"{where}: {_label(spec.column, schema)} is {describe_type(t)}, not a text transcript")
         return spec
     # plain column for a text target
     if is_messages_type(t):
-        raise _bad(f"{where}: column {spec.column!r} is a list of messages; use 'turns:{spec.column}' "
+        raise _bad(f"{where}: {_label(spec.column, schema)} is a list of messages; use 'turns:{spec.column}' "
                    f"to take the {target} out of the conversation")
     if not (is_text_type(t) or pa.types.is_null(t)):
-        raise _bad(f"{where}: column {spec.column!r} is {describe_type(t)}, not text")
+        raise _bad(f"{where}: {_label(spec.column, schema)} is {describe_type(t)}, not text")
     return spec
 
 

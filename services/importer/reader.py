@@ -19,7 +19,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -157,6 +157,8 @@ class ParquetMeta:
     # The bytes fetched with the footer (the whole file when it is small): row groups inside are not re-fetched.
     tail: bytes = b""
     tail_start: int = 0
+    _roots: list[str] | None = field(default=None, init=False, repr=False)
+    _keep: dict[tuple[str, ...], list[bool]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def num_rows(self) -> int:
@@ -166,14 +168,42 @@ class ParquetMeta:
     def schema(self) -> pa.Schema:
         return self.metadata.schema.to_arrow_schema()
 
+    def leaf_roots(self) -> list[str]:
+        """The top-level column each leaf column chunk belongs to, in file order.
+
+        Counted from the schema, not split out of the dotted leaf path: a flat column named `score.value` has
+        the leaf path `score.value` too.
+        """
+        if self._roots is None:
+            roots = [f.name for f in self.schema for _ in range(_leaf_count(f.type))]
+            if len(roots) != self.metadata.num_columns:  # a schema shape not counted right: fall back to paths
+                roots = [self.metadata.schema.column(c).path.split(".", 1)[0]
+                         for c in range(self.metadata.num_columns)]
+            self._roots = roots
+        return self._roots
+
+    def _wanted_leaves(self, columns: list[str]) -> list[bool]:
+        """Leaves of `columns`: those under each top-level column, plus any pyarrow's by-name selection also
+        reads (a dotted leaf path equal to or under the name), so decoding never needs a byte not fetched."""
+        key = tuple(columns)
+        if key not in self._keep:
+            wanted = set(columns)
+            roots = self.leaf_roots()
+            keep = []
+            for c in range(self.metadata.num_columns):
+                path = self.metadata.schema.column(c).path
+                keep.append(roots[c] in wanted or any(path == w or path.startswith(w + ".") for w in wanted))
+            self._keep[key] = keep
+        return self._keep[key]
+
     def _leaf_ranges(self, i: int, columns: list[str] | None) -> list[tuple[int, int]]:
         """Byte ranges of the row group's column chunks (only those of `columns` when given), merged."""
         rg = self.metadata.row_group(i)
-        wanted = set(columns) if columns is not None else None
+        keep = self._wanted_leaves(columns) if columns is not None else None
         ranges = []
         for c in range(rg.num_columns):
             col = rg.column(c)
-            if wanted is not None and col.path_in_schema.split(".", 1)[0] not in wanted:
+            if keep is not None and not keep[c]:
                 continue
             first = col.data_page_offset
             if col.has_dictionary_page and col.dictionary_page_offset is not None and col.dictionary_page_offset > 0:
@@ -217,6 +247,22 @@ class ParquetMeta:
             raise
         except Exception as exc:  # noqa: BLE001
             raise _bad_file(self.file.path, exc) from None
+
+
+def _leaf_count(t: pa.DataType) -> int:
+    """Parquet leaf columns an Arrow type is stored in."""
+    if pa.types.is_dictionary(t):
+        return 1
+    if isinstance(t, pa.ExtensionType):
+        return _leaf_count(t.storage_type)
+    if pa.types.is_struct(t):
+        return sum(_leaf_count(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_map(t):
+        return _leaf_count(t.key_type) + _leaf_count(t.item_type)
+    if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t)):
+        return _leaf_count(t.value_type)
+    return 1
 
 
 def read_parquet_meta(f: SourceFile) -> ParquetMeta:

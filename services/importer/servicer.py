@@ -83,6 +83,7 @@ class ImporterServicer(importer_pb2_grpc.ImporterServiceServicer):
                              languages=_str_list(card.get("language")),
                              pretty_name=str(card.get("pretty_name") or "")),
             description=src.description, gated=src.gated, source_kind=cast(Any, src.kind), notes=info.notes,
+            field_paths=info.field_paths,
         )
 
     def SuggestMapping(self, request: pb.SuggestMappingRequest, context: grpc.ServicerContext
@@ -104,7 +105,9 @@ class ImporterServicer(importer_pb2_grpc.ImporterServiceServicer):
             samples_json=[dumps(r) for r in p.samples], raw_samples_json=[dumps(r) for r in p.raw_samples],
             problems=[pb.RowProblems(index=i, problems=probs) for i, probs in p.problems],
             total_samples=p.total_samples, field_mappings=p.field_mappings, features=_features(p.features),
-            revision=p.revision)
+            revision=p.revision,
+            training_type=(cpb.TRAINING_TYPE_UNSPECIFIED if p.training_type is None
+                           else TRAINING_TYPE_TO_PB[p.training_type]))
 
     def StartImport(self, request: pb.StartImportRequest, context: grpc.ServicerContext) -> pb.StartImportResponse:
         job = self.core.start_import(request.dataset_name, list(request.splits), request.config,

@@ -541,6 +541,66 @@ def build_script_repo(root: Path) -> str:
     return repo_id
 
 
+AGENT_TRACES_REPO = "acme/agent-traces"
+AGENT_TRACES_SPLITS = {"train": 40, "test": 10}
+AGENT_MODELS = ("acme-agent-7b", "acme-agent-70b", "tool-runner-v2")
+_AGENT_ROLE = pa.struct([("role", pa.string()), ("content", pa.string())])
+AGENT_TRACES_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("id", pa.string()),
+    ("message", _AGENT_ROLE),
+    ("response", pa.struct([("text", pa.string()),
+                            ("meta", pa.struct([("model", pa.string()), ("tokens", pa.int64())]))])),
+    ("turns", pa.list_(_AGENT_ROLE)),
+    ("score.value", pa.float64()),  # a FLAT column whose name contains a dot (like reddit's `subreddit.nsfw`)
+]
+
+
+def build_agent_traces(root: Path) -> str:
+    """Nested columns: the user's request in a struct, the answer in a struct with a nested struct of metadata,
+    the whole 2-4 turn conversation as a list of structs, and a flat float column named `score.value`."""
+    repo_id = AGENT_TRACES_REPO
+    d = _start(root, repo_id)
+    tables: dict[str, pa.Table] = {}
+    for split, n in AGENT_TRACES_SPLITS.items():
+        rng = random.Random(f"agent-traces-{split}")
+        rows = []
+        for i in range(n):
+            request = _para(rng, rng.randint(1, 3))
+            answer = _para(rng, rng.randint(1, 5))
+            turns = [{"role": "user", "content": request}, {"role": "assistant", "content": answer}]
+            for k in range(rng.randint(2, 4) - 2):
+                turns.append({"role": "user" if k % 2 == 0 else "assistant", "content": _sentence(rng, 3, 10)})
+            rows.append({
+                "id": f"trace-{split}-{i:04d}",
+                "message": {"role": "user", "content": request},
+                "response": {"text": answer,
+                             "meta": {"model": rng.choice(AGENT_MODELS), "tokens": len(answer.split()) + 7}},
+                "turns": turns,
+                "score.value": round(rng.uniform(0, 1), 3),
+            })
+        t = _table(rows, AGENT_TRACES_FIELDS)
+        tables[split] = t
+        _write_parquet(d / "data" / f"{split}-00000-of-00001.parquet", t)
+    card = {
+        "license": "apache-2.0",
+        "language": ["en"],
+        "size_categories": ["n<1K"],
+        "task_categories": ["text-generation"],
+        "pretty_name": "Agent traces",
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": "data/train-*"}, {"split": "test", "path": "data/test-*"}],
+            }
+        ],
+    }
+    body = "# Agent traces\n\nAgent requests and responses with nested message structs and a conversation list."
+    _write_text(d / "README.md", _readme(card, {"default": tables}, body))
+    _write_meta(root, repo_id, downloads=57, likes=2, description="Agent traces with nested columns.",
+                lastModified="2024-06-03T09:12:44.000Z", createdAt="2024-05-30T14:02:10.000Z")
+    return repo_id
+
+
 BUILDERS: dict[str, Callable[[Path], str]] = {
     "HuggingFaceH4/ultrafeedback_binarized": build_ultrafeedback_binarized,
     "Anthropic/hh-rlhf": build_hh_rlhf,
@@ -550,6 +610,7 @@ BUILDERS: dict[str, Callable[[Path], str]] = {
     "openai/openai_humaneval": build_humaneval,
     GATED_REPO: build_gated_sft,
     SCRIPT_REPO: build_script_repo,
+    AGENT_TRACES_REPO: build_agent_traces,
 }
 
 

@@ -246,6 +246,7 @@ class GetDatasetInfoResponse(_message.Message):
     GATED_FIELD_NUMBER: _builtins.int
     SOURCE_KIND_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    FIELD_PATHS_FIELD_NUMBER: _builtins.int
     dataset_name: _builtins.str
     revision: _builtins.str
     """The commit sha every read of this dataset is pinned to."""
@@ -270,6 +271,14 @@ class GetDatasetInfoResponse(_message.Message):
     def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Notes for the user, e.g. which config was picked and why."""
 
+    @_builtins.property
+    def field_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every source a field mapping can name in the first split, in schema order, each path followed by its
+        children: top-level columns by name, struct fields as "parent.child", the item fields of a list of structs
+        under the list's own path ("messages.role"); at most 4 names deep. Index paths ("messages.-1.content")
+        are accepted too but not listed.
+        """
+
     def __init__(
         self,
         *,
@@ -286,10 +295,11 @@ class GetDatasetInfoResponse(_message.Message):
         gated: _builtins.bool = ...,
         source_kind: _catalog_pb2.SourceKind.ValueType = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
+        field_paths: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "config", b"config", "config_required", b"config_required", "configs", b"configs", "dataset_name", b"dataset_name", "default_config", b"default_config", "description", b"description", "features", b"features", "gated", b"gated", "notes", b"notes", "revision", b"revision", "source_kind", b"source_kind", "splits", b"splits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "config", b"config", "config_required", b"config_required", "configs", b"configs", "dataset_name", b"dataset_name", "default_config", b"default_config", "description", b"description", "features", b"features", "field_paths", b"field_paths", "gated", b"gated", "notes", b"notes", "revision", b"revision", "source_kind", b"source_kind", "splits", b"splits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -419,9 +429,14 @@ class PreviewDatasetRequest(_message.Message):
     num_samples: _builtins.int
     """1-100; 0 means 10."""
     training_type: _catalog_pb2.TrainingType.ValueType
+    """Unspecified with field_mappings: inferred from the mapped targets (chosen/rejected -> DPO, messages ->
+    CHAT, prompt/completion -> SL). Unspecified without field_mappings: the raw rows are returned.
+    """
     @_builtins.property
     def field_mappings(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Target field -> source spec. When empty and training_type is set, the suggested mapping is used."""
+        """Target field -> source spec (docs/importer-mapping.md; a source may be a dot-path such as
+        "message.content"). When empty and training_type is set, the suggested mapping is used.
+        """
 
     def __init__(
         self,
@@ -498,12 +513,15 @@ class PreviewDatasetResponse(_message.Message):
     FIELD_MAPPINGS_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    TRAINING_TYPE_FIELD_NUMBER: _builtins.int
     dataset_name: _builtins.str
     split: _builtins.str
     config: _builtins.str
     total_samples: _builtins.int
     """Rows in the split; -1 when unknown without reading it all."""
     revision: _builtins.str
+    training_type: _catalog_pb2.TrainingType.ValueType
+    """The training type the samples were mapped with (given or inferred); UNSPECIFIED for raw rows."""
     @_builtins.property
     def samples_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Each a JSON object: mapped canonical rows when a mapping or training type was given, else the raw rows."""
@@ -533,10 +551,11 @@ class PreviewDatasetResponse(_message.Message):
         field_mappings: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         features: _abc.Iterable[_catalog_pb2.Feature] | None = ...,
         revision: _builtins.str = ...,
+        training_type: _catalog_pb2.TrainingType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "dataset_name", b"dataset_name", "features", b"features", "field_mappings", b"field_mappings", "problems", b"problems", "raw_samples_json", b"raw_samples_json", "revision", b"revision", "samples_json", b"samples_json", "split", b"split", "total_samples", b"total_samples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "dataset_name", b"dataset_name", "features", b"features", "field_mappings", b"field_mappings", "problems", b"problems", "raw_samples_json", b"raw_samples_json", "revision", b"revision", "samples_json", b"samples_json", "split", b"split", "total_samples", b"total_samples", "training_type", b"training_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -577,6 +596,9 @@ class StartImportRequest(_message.Message):
     dataset_name: _builtins.str
     config: _builtins.str
     training_type: _catalog_pb2.TrainingType.ValueType
+    """Unspecified: inferred from the field_mappings targets (chosen/rejected -> DPO, messages -> CHAT,
+    prompt/completion -> SL); required when field_mappings is empty.
+    """
     max_samples: _builtins.int
     """Stop after this many imported rows per split; 0 = all. Negative is INVALID_ARGUMENT."""
     name: _builtins.str
@@ -589,7 +611,7 @@ class StartImportRequest(_message.Message):
 
     @_builtins.property
     def field_mappings(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Target field -> source spec; empty = the suggested mapping."""
+        """Target field -> source spec (columns or dot-paths, docs/importer-mapping.md); empty = the suggested mapping."""
 
     def __init__(
         self,
