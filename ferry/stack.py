@@ -31,6 +31,9 @@ from ferry import procs, seaweed
 ROOT = Path(__file__).resolve().parent.parent
 
 
+LOCAL_DEV_ORIGINS = ",".join(f"http://{host}:{port}" for port in (5173, 3000) for host in ("localhost", "127.0.0.1"))
+
+
 @dataclass(frozen=True)
 class StackConfig:
     data_dir: Path
@@ -136,7 +139,9 @@ class Stack:
             self.spawn(name, f"services.{name}", addr, extra)
         for child in self.children[1:]:
             self.wait_grpc(child)
-        gateway = self.spawn("gateway", "gateway", f"http://localhost:{self.cfg.gateway_port}")
+        # The seeds' web clients run on these dev servers (Vite :5173, create-react-app :3000) and call :8000.
+        cors = {} if os.environ.get("FERRY_CORS_ORIGINS") else {"FERRY_CORS_ORIGINS": LOCAL_DEV_ORIGINS}
+        gateway = self.spawn("gateway", "gateway", f"http://localhost:{self.cfg.gateway_port}", cors)
         self.wait_http(gateway, f"http://127.0.0.1:{self.cfg.gateway_port}/healthz")
 
     def _check_alive(self, child: Child) -> None:

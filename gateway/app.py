@@ -7,13 +7,16 @@ from contextlib import asynccontextmanager
 
 import grpc
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import check_api_key
 from gateway.clients import Clients
 from gateway.config import GatewayConfig
-from gateway.errors import rpc_error_handler
+from gateway.errors import rpc_error_handler, validation_error_handler
 from gateway.routes import catalog, exporter, importer
 
 
@@ -35,7 +38,24 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
     )
     app.state.config = config
     app.state.clients = clients
+    app.state.wait_limiters = {}
     app.add_exception_handler(grpc.RpcError, rpc_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    # Collection paths answer with and without a trailing slash, never with a redirect: browsers refuse a
+    # redirect in answer to a preflighted request (Thinker lists `/api/datasets/`).
+    app.router.redirect_slashes = False
+    app.add_middleware(StripTrailingSlash)
+    if config.cors_origins:
+        wildcard = config.cors_origins == ("*",)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_credentials=not wildcard,  # a wildcard origin never comes with credentials
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"],  # X-API-Key, X-HF-Token, Authorization, Content-Type, and clients' own
+            expose_headers=["Content-Disposition", "Content-Length", "X-Checksum-SHA256"],
+            max_age=600,
+        )
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:
@@ -58,3 +78,17 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
         api.include_router(routes.router)
     app.include_router(api)
     return app
+
+
+class StripTrailingSlash:
+    """ASGI middleware: `/api/datasets/` is routed as `/api/datasets` (one route, no 307)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith("/api/") and path.endswith("/"):
+            scope = dict(scope, path=path.rstrip("/") or "/",
+                         raw_path=scope.get("raw_path", b"").rstrip(b"/") or b"/")
+        await self.app(scope, receive, send)

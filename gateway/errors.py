@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
@@ -42,3 +45,20 @@ async def rpc_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     if code == grpc.StatusCode.UNAVAILABLE and not details:
         details = "a backend service is unavailable"
     return JSONResponse(status_code=http_status(code), content=error_body(code, details or code.name))
+
+
+def _loc(loc: list[str]) -> str:
+    parts = list(loc)
+    return ".".join(parts[1:] if len(parts) > 1 and parts[0] in ("body", "query", "path", "header") else parts)
+
+
+async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """422 whose `detail` is one readable string naming the field (clients show `detail` as text), with the
+    per-field list in `details` ({loc, msg, type}; the offending input is left out, so NaN or a lone
+    surrogate cannot break the answer)."""
+    assert isinstance(exc, RequestValidationError)
+    details: list[dict[str, Any]] = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                                      "type": str(e.get("type", ""))} for e in exc.errors()]
+    text = "; ".join(f"{_loc(d['loc'])}: {d['msg']}" if d["loc"] else d["msg"] for d in details[:5])
+    body = {"detail": text or "invalid request", "code": grpc.StatusCode.INVALID_ARGUMENT.name, "details": details}
+    return JSONResponse(status_code=422, content=body)

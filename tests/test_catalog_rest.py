@@ -28,9 +28,10 @@ def test_dataset_json_and_examples(catalog_server: RunningCatalog, gateway: Runn
     ds = put_dataset(catalog_server, {"train": rows, "test": _rows(3)}, name="Math QA", repo_id="org/math")
     http = gateway.client
     body = http.get(f"/api/datasets/{ds.id}").json()
-    assert body["id"] == ds.id and body["name"] == "Math QA" and body["training_type"] == "SL"
-    assert body["source"] == {"kind": "hub", "repo_id": "org/math", "revision": "0" * 40, "config": "",
-                              "splits": ["train", "test"]}
+    assert body["id"] == ds.id and body["name"] == "Math QA" and body["training_type"] == "sl"
+    assert body["source"] == "huggingface"
+    assert body["source_detail"] == {"kind": "hub", "repo_id": "org/math", "revision": "0" * 40, "config": "",
+                                     "splits": ["train", "test"]}
     assert [(s["name"], s["num_rows"]) for s in body["splits"]] == [("train", N_ROWS), ("test", 3)]
     assert all(s["num_bytes"] > 0 for s in body["splits"])
     assert body["field_mappings"] == {"prompt": "question", "completion": "answer"}
@@ -61,7 +62,8 @@ def test_list_filters_and_pages(catalog_server: RunningCatalog, gateway: Running
     second = http.get("/api/datasets", params={"limit": 3, "page_token": first["next_page_token"]}).json()
     assert [d["id"] for d in second["datasets"]] == [ids[0]] and second["next_page_token"] is None
     chat = http.get("/api/datasets", params={"training_type": "CHAT"}).json()
-    assert chat["total"] == 3 and {d["training_type"] for d in chat["datasets"]} == {"CHAT"}
+    assert chat["total"] == 3 and {d["training_type"] for d in chat["datasets"]} == {"chat"}
+    assert http.get("/api/datasets", params={"training_type": "chat"}).json()["total"] == 3  # any case
     assert http.get("/api/datasets", params={"name": "LOGS 1"}).json()["total"] == 1
     assert http.get("/api/datasets", params={"source": "org/other"}).json()["datasets"][0]["name"] == "Other"
 

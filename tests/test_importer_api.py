@@ -40,7 +40,7 @@ def test_popular_lists_real_repos_and_configs(importer_server: ImporterStack) ->
                 continue
             info = importer_server.gw.client.get(f"/api/huggingface/info/{name}",
                                                  params={"config": d["subset"] or ""}).json()
-            assert set(d["splits"]) <= {s["name"] for s in info["splits"]}, (name, info)
+            assert set(d["splits"]) <= {s["name"] for s in info["split_info"]}, (name, info)
 
 
 def test_preview_raw_and_mapped(importer_server: ImporterStack) -> None:
@@ -79,6 +79,6 @@ def test_info_gsm8k_lists_configs_and_picks_one(importer_server: ImporterStack) 
     r = importer_server.gw.client.get("/api/huggingface/info/openai/gsm8k", params={"config": "socratic"})
     body = r.json()
     assert body["config"] == "socratic"
-    assert {s["name"] for s in body["splits"]} == {"train", "test"}
-    assert all(s["num_rows"] > 0 and s["num_bytes"] > 0 for s in body["splits"])
-    assert [f["name"] for f in body["features"]] == ["question", "answer"]
+    assert {s["name"] for s in body["split_info"]} == {"train", "test"}
+    assert all(s["num_rows"] > 0 and s["num_bytes"] > 0 for s in body["split_info"])
+    assert [f["name"] for f in body["schema"]] == ["question", "answer"]

@@ -93,9 +93,9 @@ def test_six_datasets_import_with_correct_mapping_and_rows(importer_server: Impo
 
     # alpaca: prompt = instruction (+ input), completion = output
     ds = dataset("alpaca")
-    assert ds["source"]["repo_id"] == "tatsu-lab/alpaca"
-    assert ds["source"]["revision"] == s.hub.repo_sha("tatsu-lab/alpaca")
-    assert ds["training_type"] == "SL" and ds["field_mappings"]["completion"] == "output"
+    assert ds["source_detail"]["repo_id"] == "tatsu-lab/alpaca"
+    assert ds["source_detail"]["revision"] == s.hub.repo_sha("tatsu-lab/alpaca")
+    assert ds["training_type"] == "sl" and ds["field_mappings"]["completion"] == "output"
     assert [f["name"] for f in ds["features"]] == ["instruction", "input", "output", "text"]
     src = _source_rows(s, "tatsu-lab/alpaca", "data/*.parquet")
     rows = _rows(s, ds, "train")
@@ -108,7 +108,7 @@ def test_six_datasets_import_with_correct_mapping_and_rows(importer_server: Impo
 
     # gsm8k main: question/answer, the config recorded
     ds = dataset("gsm8k")
-    assert ds["source"]["config"] == "main" and ds["source"]["splits"] == ["train"]
+    assert ds["source_detail"]["config"] == "main" and ds["source_detail"]["splits"] == ["train"]
     src = _source_rows(s, "openai/gsm8k", "main/train-*.parquet")
     assert _rows(s, ds, "train") == [{"prompt": r["question"], "completion": r["answer"]} for r in src]
 
@@ -285,7 +285,7 @@ def test_local_sources(importer_server: ImporterStack, tmp_path: Path) -> None:
     ds = c.get(f"/api/datasets/{body['dataset_id']}").json()
     src = pq.read_table(clone / "main" / "test-00000-of-00001.parquet").to_pylist()
     assert _rows(s, ds, "test") == [{"prompt": r["question"], "completion": r["answer"]} for r in src]
-    assert ds["source"]["kind"] == "local_dir"
+    assert ds["source_detail"]["kind"] == "local_dir"
 
     # A single JSONL file, mapped the same way.
     f = s.local_dir / "pairs.jsonl"

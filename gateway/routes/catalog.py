@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ferry.catalog.v1 import catalog_pb2 as pb
 from ferry.catalog.v1 import catalog_pb2_grpc
@@ -57,7 +58,19 @@ def training_type_str(value: int) -> str | None:
 def training_type_pb(value: str | TrainingTypeParam | None) -> Any:
     if not value:
         return pb.TRAINING_TYPE_UNSPECIFIED
-    return pb.TrainingType.Value(f"TRAINING_TYPE_{TrainingTypeParam(value).value}")
+    name = value.value if isinstance(value, TrainingTypeParam) else str(value).strip().upper()
+    return pb.TrainingType.Value(f"TRAINING_TYPE_{TrainingTypeParam(name).value}")
+
+
+def _tt_query(value: str | None) -> Any:
+    """A training_type query parameter in any case ("sl" or "SL"); 422 naming it otherwise."""
+    if not value:
+        return pb.TRAINING_TYPE_UNSPECIFIED
+    try:
+        return training_type_pb(value)
+    except ValueError:
+        raise RequestValidationError([{"loc": ("query", "training_type"), "type": "enum",
+                                       "msg": "training_type must be one of SL, DPO, CHAT"}]) from None
 
 
 def phase_str(value: int) -> str:
@@ -65,14 +78,40 @@ def phase_str(value: int) -> str:
     return (_enum_suffix(pb.JobPhase, value, "JOB_PHASE_") or "unspecified").lower()
 
 
+SOURCE_NAMES = {pb.SOURCE_KIND_HUB: "huggingface", pb.SOURCE_KIND_LOCAL_DIR: "local",
+                pb.SOURCE_KIND_LOCAL_FILES: "local"}
+STORAGE_FORMAT = "jsonl"  # how the catalog stores canonical rows (docs/catalog.md)
+
+
+def human_size(num_bytes: int) -> str:
+    """"1.2 MB" (decimal units, as the Hub shows sizes)."""
+    size = float(num_bytes)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
 def dataset_json(ds: pb.Dataset) -> dict[str, Any]:
+    """One dataset for every client: Ferry's fields plus the names the seeds' clients read.
+
+    Where a seed client and Ferry disagreed, the seed's shape won (docs/rest-api.md, "Datasets"):
+    `source` is a plain string and Ferry's source record is `source_detail`; `training_type` is lower case.
+    """
     src = ds.source
     splits = [{"name": s.name, "num_rows": s.num_rows, "num_bytes": s.num_bytes} for s in ds.splits]
+    rows = sum(s.num_rows for s in ds.splits)
+    nbytes = sum(s.num_bytes for s in ds.splits)
+    tt = (training_type_str(ds.training_type) or "").lower() or None
+    created = iso(ds.created_at, ds.HasField("created_at"))
+    origin = src.repo_id + (f" ({src.config})" if src.config and src.config != "default" else "")
     return {
         "id": ds.id,
         "name": ds.name,
-        "training_type": training_type_str(ds.training_type),
-        "source": {
+        "training_type": tt,
+        "source": SOURCE_NAMES.get(src.kind, "unknown"),
+        "source_detail": {
             "kind": (_enum_suffix(pb.SourceKind, src.kind, "SOURCE_KIND_") or "unspecified").lower(),
             "repo_id": src.repo_id,
             "revision": src.revision,
@@ -80,13 +119,29 @@ def dataset_json(ds: pb.Dataset) -> dict[str, Any]:
             "splits": list(src.splits),
         },
         "splits": splits,
-        "num_rows": sum(s.num_rows for s in ds.splits),
-        "num_bytes": sum(s.num_bytes for s in ds.splits),
+        "num_rows": rows,
+        "num_bytes": nbytes,
         "field_mappings": dict(ds.field_mappings),
         "features": [{"name": f.name, "dtype": f.dtype} for f in ds.features],
         "row_features": [{"name": f.name, "dtype": f.dtype} for f in ds.row_features],
-        "created_at": iso(ds.created_at, ds.HasField("created_at")),
+        "created_at": created,
         "import_job_id": ds.import_job_id or None,
+        # Thinker (current client): num_samples, format, size, schema_ok, schema_notes.
+        "num_samples": rows,
+        "format": STORAGE_FORMAT,
+        "size": human_size(nbytes),
+        # Every stored row passed Ferry's validators at import; an empty dataset is the one thing to fix.
+        "schema_ok": rows > 0,
+        "schema_notes": [] if rows > 0 else ["the dataset has no rows"],
+        # Thinker's older Dataset Manager: type, numSamples, split ({split: rows}), uploadedAt.
+        "type": tt,
+        "numSamples": rows,
+        "split": {s.name: s.num_rows for s in ds.splits},
+        "uploadedAt": created,
+        # LLM Dataset Creator: example_count, description (it has no Ferry counterpart for `domain`).
+        "example_count": rows,
+        "description": f"Imported from {origin}" if origin else "",
+        "domain": None,
     }
 
 
@@ -154,13 +209,13 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=1000, description="Datasets per page")] = 50,
     page_token: Annotated[str, Query(description="next_page_token of the previous page")] = "",
     name: Annotated[str, Query(description="Case-insensitive substring of the name")] = "",
-    training_type: Annotated[TrainingTypeParam | None, Query()] = None,
+    training_type: Annotated[str | None, Query(description="SL, DPO or CHAT (any case)")] = None,
     source: Annotated[str, Query(description="Exact source repo id")] = "",
 ) -> dict[str, Any]:
     """READY datasets, newest first."""
     resp = _catalog(request).ListDatasets(pb.ListDatasetsRequest(
         page_size=limit, page_token=page_token, name_contains=name,
-        training_type=training_type_pb(training_type), source_repo_id=source,
+        training_type=_tt_query(training_type), source_repo_id=source,
     ), timeout=TIMEOUT)
     return {
         "datasets": [dataset_json(d) for d in resp.datasets],
@@ -204,24 +259,48 @@ def list_examples(
     }
 
 
+@router.get("/api/datasets/{dataset_id}/preview")
+def preview_dataset(
+    request: Request,
+    dataset_id: int,
+    n: Annotated[int, Query(ge=1, le=100, description="Rows to show")] = 5,
+    split: Annotated[str, Query(description="Split name; the first split when empty")] = "",
+) -> dict[str, Any]:
+    """The first `n` rows as a table (`columns`, `rows`), as Thinker's dataset preview reads them."""
+    resp = _catalog(request).ListExamples(
+        pb.ListExamplesRequest(dataset_id=dataset_id, split=split, offset=0, limit=n), timeout=TIMEOUT)
+    rows = [_row(e.json) for e in resp.examples]
+    columns: dict[str, None] = {}
+    for row in rows:
+        if isinstance(row, dict):
+            columns.update(dict.fromkeys(row))
+    return {"dataset_id": resp.dataset_id, "split": resp.split, "columns": list(columns), "rows": rows,
+            "total": resp.total}
+
+
 # -- mapping templates ---------------------------------------------------------------------
 
 
 class MappingTemplateIn(BaseModel):
     name: str = Field(min_length=1, description="Template name")
-    training_type: TrainingTypeParam
+    training_type: TrainingTypeParam = Field(description="SL, DPO or CHAT (any case)")
     field_mappings: dict[str, str] = Field(description="Target field -> source column")
     repo_id: str = Field("", description="Hub repo the template is for")
+
+    @field_validator("training_type", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
 
 
 @router.get("/api/mapping-templates")
 def list_mapping_templates(
     request: Request,
-    training_type: Annotated[TrainingTypeParam | None, Query()] = None,
+    training_type: Annotated[str | None, Query(description="SL, DPO or CHAT (any case)")] = None,
     repo_id: Annotated[str, Query()] = "",
 ) -> dict[str, Any]:
     resp = _catalog(request).ListMappingTemplates(pb.ListMappingTemplatesRequest(
-        training_type=training_type_pb(training_type), repo_id=repo_id,
+        training_type=_tt_query(training_type), repo_id=repo_id,
     ), timeout=TIMEOUT)
     return {"templates": [template_json(t) for t in resp.templates]}
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import grpc
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ferry.exporter.v1 import exporter_pb2 as pb
+from gateway import waits
 from gateway.routes.catalog import training_type_str
 from gateway.sse import watch_as_sse
 
@@ -162,34 +164,86 @@ def presigned_url(request: Request, export_id: str, name: str,
 @router.get("/api/exports/{export_id}/files/{name:path}")
 def download_file(request: Request, export_id: str, name: str) -> StreamingResponse:
     call = _stub(request).DownloadFile(pb.DownloadFileRequest(export_id=export_id, name=name))
+    f = _first(call, "file").file
+    return _attachment(_rest(call), f.name, {"Content-Length": str(f.size), "X-Checksum-SHA256": f.sha256})
+
+
+KNOWN_QUERY = {"format", "output_filename", "system_message", "train_split"}
+
+
+@router.get("/api/datasets/{dataset_id}/export")
+async def export_download(
+    request: Request,
+    dataset_id: int,
+    format: Annotated[str, Query(min_length=1, max_length=100)],
+    output_filename: Annotated[str | None, Query(max_length=1000)] = None,
+    system_message: Annotated[str | None, Query(max_length=100_000)] = None,
+    train_split: Annotated[float | None, Query(gt=0, le=1)] = None,
+) -> StreamingResponse:
+    """Runs an export and answers with the file itself (a browser download, as the Dataset Creator's page
+    opens it): the one output file as it is, or every file as `<output_filename>.zip` when there are several
+    (the HuggingFace folder). Any other query parameter is an `additional_params` entry. Bad input gets the same
+    answers as POST /api/datasets/export; an export still running after FERRY_EXPORT_WAIT_SECONDS gets 504
+    naming it, so it can be fetched from /api/exports/{export_id}."""
+    extra = {k: v for k, v in request.query_params.items() if k not in KNOWN_QUERY}
+    req = pb.StartExportRequest(dataset_id=dataset_id, format=format,
+                                output_filename=output_filename or f"dataset_{dataset_id}_{format}",
+                                additional_params=_params(extra))
+    if system_message is not None:
+        req.system_message = system_message
+    if train_split is not None:
+        req.train_split = train_split
+    stub = _stub(request)
+    started = await run_in_threadpool(stub.StartExport, req, timeout=TIMEOUT)
+    export_id = started.export_id
+    wait = float(request.app.state.config.export_wait_seconds)
+    call = stub.WatchExport(pb.WatchExportRequest(export_id=export_id), timeout=wait)
+    last = await waits.in_thread(request, "export", waits.last_message, call,
+                                 lambda m: m.export.status in TERMINAL)
+    export = last.export if last is not None else None
+    if export is None or export.status not in TERMINAL:
+        raise HTTPException(status_code=504, detail=f"export {export_id} is still running after {wait:.0f} s; "
+                            f"follow GET /api/exports/{export_id} and download its files from there")
+    if export.status == pb.EXPORT_STATUS_ERROR:
+        raise HTTPException(status_code=422, detail=f"export {export_id} failed: {export.error or export.message}")
+    if export.status == pb.EXPORT_STATUS_CANCELLED:
+        raise HTTPException(status_code=409, detail=f"export {export_id} was cancelled")
+    if len(export.files) == 1 and format != "huggingface":
+        return await run_in_threadpool(download_file, request, export_id, export.files[0].name)
+    archive = stub.DownloadArchive(pb.DownloadArchiveRequest(export_id=export_id))
+    header = (await run_in_threadpool(_first, archive, "archive")).archive
+    return _attachment(_rest(archive), header.name, {"X-Export-Id": export_id})
+
+
+TERMINAL = (pb.EXPORT_STATUS_COMPLETE, pb.EXPORT_STATUS_ERROR, pb.EXPORT_STATUS_CANCELLED)
+MEDIA_TYPES = ((".jsonl", "application/jsonl"), (".json", "application/json"), (".csv", "text/csv; charset=utf-8"),
+               (".txt", "text/plain; charset=utf-8"), (".md", "text/markdown; charset=utf-8"),
+               (".py", "text/x-python; charset=utf-8"), (".zip", "application/zip"))
+
+
+def _first(call: Any, what: str) -> Any:
+    """The stream's header message; NOT_FOUND / FAILED_PRECONDITION become statuses before any byte is sent."""
     try:
-        first = next(call)  # NOT_FOUND / FAILED_PRECONDITION become statuses before any byte is sent
+        return next(call)
     except StopIteration:
-        raise HTTPException(status_code=502, detail="the exporter sent no file header") from None
+        raise HTTPException(status_code=502, detail=f"the exporter sent no {what} header") from None
     except grpc.RpcError:
         call.cancel()
         raise
-    f = first.file
 
-    def body() -> Iterator[bytes]:
-        try:
-            for msg in call:
-                yield msg.data
-        finally:
-            call.cancel()
 
-    base = f.name.rsplit("/", 1)[-1]
+def _rest(call: Any) -> Iterator[bytes]:
+    try:
+        for msg in call:
+            yield msg.data
+    finally:
+        call.cancel()
+
+
+def _attachment(body: Iterator[bytes], name: str, headers: dict[str, str]) -> StreamingResponse:
+    base = name.rsplit("/", 1)[-1]
     ascii_name = base.encode("ascii", "replace").decode().replace("?", "_")
-    headers = {
-        "Content-Length": str(f.size),
-        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(base)}",
-        "X-Checksum-SHA256": f.sha256,
-    }
-    media = "application/octet-stream"
-    for ext, ctype in ((".jsonl", "application/jsonl"), (".json", "application/json"),
-                       (".csv", "text/csv; charset=utf-8"), (".txt", "text/plain; charset=utf-8"),
-                       (".md", "text/markdown; charset=utf-8"), (".py", "text/x-python; charset=utf-8")):
-        if base.endswith(ext):
-            media = ctype
-            break
-    return StreamingResponse(body(), media_type=media, headers=headers)
+    headers = {**headers,
+               "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(base)}"}
+    media = next((ctype for ext, ctype in MEDIA_TYPES if base.endswith(ext)), "application/octet-stream")
+    return StreamingResponse(body, media_type=media, headers=headers)

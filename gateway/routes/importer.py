@@ -1,7 +1,9 @@
 """REST for the importer (/api/huggingface/*): HTTP <-> ferry.importer.v1.ImporterService, nothing more.
 
 Every route forwards the caller's `X-HF-Token` header as gRPC metadata `x-hf-token` (never logged).
-`subset` and `config` are synonyms everywhere.
+`subset` and `config` are synonyms everywhere. Request bodies take the seeds' clients' shapes beside
+Ferry's own (docs/rest-api.md): `field_mappings` as an object or as a list of {source_field, target_field},
+`training_type` in any case and optional when the mapping's targets imply it.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, field_validator
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
 from ferry.catalog.v1 import catalog_pb2 as cpb
 from ferry.importer.v1 import importer_pb2 as pb
-from gateway.routes.catalog import training_type_str
+from gateway import waits
+from gateway.routes.catalog import dataset_json, training_type_str
 from gateway.sse import watch_as_sse
 
 router = APIRouter(tags=["importer"])
@@ -43,7 +48,7 @@ def _check_tt(value: str | None) -> str | None:
         return None
     v = str(value).strip().upper()
     if v not in ("SL", "DPO", "CHAT"):
-        raise ValueError("training_type must be one of SL, DPO, CHAT")
+        raise ValueError(f"training_type must be one of SL, DPO, CHAT (any case), got {value!r}")
     return v
 
 
@@ -71,6 +76,52 @@ def progress_json(p: pb.ImportProgress) -> dict[str, Any]:
 
 # -- request bodies ----------------------------------------------------------------------------------------------
 
+class FieldMappingIn(BaseModel):
+    """One entry of the list shape: the suggestion list passed back as it came."""
+
+    source_field: str = Field(max_length=1000, description="Source column, spec or dot-path; blank = unmapped")
+    target_field: str = Field(min_length=1, max_length=100, description="Canonical field, e.g. prompt")
+
+
+_MAPPING_LIST: TypeAdapter[list[FieldMappingIn]] = TypeAdapter(list[FieldMappingIn])
+MAX_MAPPINGS = 100
+
+
+def mappings_dict(value: Any) -> dict[str, str] | None:
+    """`field_mappings` in either shape as {target: source}.
+
+    The object shape is Ferry's; the list shape is the seeds' (the suggestion list passed back). In a list the
+    first entry for a target wins (older clients listed every candidate, best first) and blank sources are left
+    out, as forms send them for unused fields.
+    """
+    if value is None or isinstance(value, dict):
+        return value
+    if not isinstance(value, list):
+        raise ValueError("field_mappings must be an object {target: source} or a list of "
+                         "{source_field, target_field}")
+    if len(value) > MAX_MAPPINGS:
+        raise ValueError(f"field_mappings has more than {MAX_MAPPINGS} entries")
+    try:
+        entries = _MAPPING_LIST.validate_python(value)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise ValueError(f"field_mappings.{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+    out: dict[str, str] = {}
+    for m in entries:
+        if m.source_field.strip() and m.target_field not in out:
+            out[m.target_field] = m.source_field
+    return out
+
+
+def _as_dict(value: dict[str, str] | list[FieldMappingIn] | None) -> dict[str, str]:
+    """The validators already turned lists into objects; this only narrows the type."""
+    return value if isinstance(value, dict) else {}
+
+
+MAPPINGS_DOC = ("{target: source} or [{source_field, target_field}, ...]; a source is a column, a spec "
+                "(docs/importer-mapping.md) or a dot-path into nested columns")
+
+
 class SuggestIn(BaseModel):
     dataset_name: str = Field(min_length=1)
     training_type: str
@@ -90,8 +141,14 @@ class PreviewIn(BaseModel):
     subset: str | None = None
     config: str | None = None
     num_samples: int = Field(10, ge=1, le=100)
-    field_mappings: dict[str, str] | None = None
-    training_type: str | None = None
+    field_mappings: dict[str, str] | list[FieldMappingIn] | None = Field(None, description=MAPPINGS_DOC)
+    training_type: str | None = Field(None, description="SL, DPO or CHAT; inferred from the mapping's targets "
+                                                        "when absent")
+
+    @field_validator("field_mappings", mode="before")
+    @classmethod
+    def _mappings(cls, v: Any) -> Any:
+        return mappings_dict(v)
 
     @field_validator("training_type")
     @classmethod
@@ -105,16 +162,33 @@ class ImportIn(BaseModel):
     splits: list[str] | None = None
     subset: str | None = None
     config: str | None = None
-    training_type: str
-    field_mappings: dict[str, str] | None = None
+    training_type: str | None = Field(None, description="SL, DPO or CHAT; inferred from the mapping's targets "
+                                                        "when absent")
+    field_mappings: dict[str, str] | list[FieldMappingIn] | None = Field(None, description=MAPPINGS_DOC)
+    filters: list[dict[str, Any]] | None = Field(None, description="Row filters: not supported yet; an empty "
+                                                                   "list is accepted")
     max_samples: int | None = Field(None, gt=0)
     name: str | None = None
     revision: str | None = None
+    wait_seconds: int | None = Field(None, ge=0, le=600, description="Hold the answer until the import ends, "
+                                     "at most this long (default FERRY_IMPORT_WAIT_SECONDS; 0 answers at once)")
 
     @field_validator("training_type")
     @classmethod
-    def _training_type(cls, v: str) -> str:
-        return _check_tt(v) or _missing_tt()
+    def _training_type(cls, v: str | None) -> str | None:
+        return _check_tt(v)
+
+    @field_validator("field_mappings", mode="before")
+    @classmethod
+    def _mappings(cls, v: Any) -> Any:
+        return mappings_dict(v)
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if v:
+            raise ValueError("row filters are not supported by this Ferry yet; send no filters (or an empty list)")
+        return v
 
 
 def _missing_tt() -> str:
@@ -156,6 +230,9 @@ def info(request: Request, dataset_name: str, x_hf_token: HfToken = None, config
     r = _stub(request).GetDatasetInfo(pb.GetDatasetInfoRequest(
         dataset_name=dataset_name, config=_config(config, subset), revision=revision),
         metadata=_md(x_hf_token), timeout=TIMEOUT)
+    split_info = [{"name": s.name, "num_rows": s.num_rows if s.num_rows >= 0 else None,
+                   "num_bytes": s.num_bytes if s.num_bytes >= 0 else None, "num_files": s.num_files,
+                   "formats": list(s.formats)} for s in r.splits]
     return {
         "dataset_name": r.dataset_name,
         "revision": r.revision,
@@ -164,10 +241,14 @@ def info(request: Request, dataset_name: str, x_hf_token: HfToken = None, config
         "subset": r.config,
         "default_config": r.default_config or None,
         "config_required": r.config_required,
-        "splits": [{"name": s.name, "num_rows": s.num_rows if s.num_rows >= 0 else None,
-                    "num_bytes": s.num_bytes if s.num_bytes >= 0 else None, "num_files": s.num_files,
-                    "formats": list(s.formats)} for s in r.splits],
-        "features": _features(r.features),
+        "splits": [s.name for s in r.splits],
+        "split_info": split_info,
+        "num_rows": {s["name"]: s["num_rows"] for s in split_info},
+        "size_in_bytes": (sum(s["num_bytes"] for s in split_info)
+                          if split_info and all(s["num_bytes"] is not None for s in split_info) else None),
+        "features": {f.name: f.dtype for f in r.features},
+        "schema": _features(r.features),
+        "field_paths": list(r.field_paths),
         "card": {"license": r.card.license or None, "task_categories": list(r.card.task_categories),
                  "size_categories": list(r.card.size_categories), "languages": list(r.card.languages),
                  "pretty_name": r.card.pretty_name or None},
@@ -176,6 +257,19 @@ def info(request: Request, dataset_name: str, x_hf_token: HfToken = None, config
         "source_kind": cpb.SourceKind.Name(r.source_kind).removeprefix("SOURCE_KIND_").lower(),
         "notes": list(r.notes),
     }
+
+
+@router.get("/api/huggingface/suggest-mapping")
+def suggest_mapping_get(request: Request, dataset_name: Annotated[str, Query(min_length=1)],
+                        training_type: str, x_hf_token: HfToken = None, config: str | None = None,
+                        subset: str | None = None, split: str | None = None) -> dict[str, Any]:
+    """The same as the POST, with query parameters (older Thinker modals call it so)."""
+    try:
+        body = SuggestIn(dataset_name=dataset_name, training_type=training_type, config=config, subset=subset,
+                         split=split)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
+    return suggest_mapping(request, body, x_hf_token)
 
 
 @router.post("/api/huggingface/suggest-mapping")
@@ -198,15 +292,20 @@ def suggest_mapping(request: Request, body: SuggestIn, x_hf_token: HfToken = Non
 def preview(request: Request, body: PreviewIn, x_hf_token: HfToken = None) -> dict[str, Any]:
     r = _stub(request).PreviewDataset(pb.PreviewDatasetRequest(
         dataset_name=body.dataset_name, split=body.split or "", config=_config(body.config, body.subset),
-        num_samples=body.num_samples, field_mappings=body.field_mappings or {},
+        num_samples=body.num_samples, field_mappings=_as_dict(body.field_mappings),
         training_type=_tt(body.training_type)), metadata=_md(x_hf_token), timeout=TIMEOUT)
+    raw = [json.loads(s) for s in r.raw_samples_json]
     return {
         "dataset_name": r.dataset_name,
         "split": r.split,
         "config": r.config,
         "revision": r.revision,
+        "training_type": training_type_str(r.training_type),
         "samples": [json.loads(s) for s in r.samples_json],
-        "raw_samples": [json.loads(s) for s in r.raw_samples_json],
+        "raw_samples": raw,
+        # Thinker reads the source rows as a table.
+        "columns": [f.name for f in r.features],
+        "rows": raw,
         "problems": [{"index": p.index, "problems": list(p.problems)} for p in r.problems],
         "total_samples": r.total_samples if r.total_samples >= 0 else None,
         "field_mappings": dict(r.field_mappings),
@@ -215,16 +314,45 @@ def preview(request: Request, body: PreviewIn, x_hf_token: HfToken = None) -> di
 
 
 @router.post("/api/huggingface/import", status_code=202)
-def start_import(request: Request, body: ImportIn, x_hf_token: HfToken = None) -> dict[str, Any]:
+async def start_import(request: Request, body: ImportIn, x_hf_token: HfToken = None) -> JSONResponse:
+    """Starts the import; then holds the answer until it ends, at most `wait_seconds`.
+
+    200 with `dataset` when it completed in time, 202 with `dataset_id: null` when it is still running
+    (follow `import-progress`), 422 when it failed and 409 when it was cancelled in the meantime.
+    """
     splits = list(body.splits or [])
     if body.split and body.split not in splits:
         splits.insert(0, body.split)
-    r = _stub(request).StartImport(pb.StartImportRequest(
+    stub = _stub(request)
+    req = pb.StartImportRequest(
         dataset_name=body.dataset_name, splits=splits, config=_config(body.config, body.subset),
-        training_type=_tt(body.training_type), field_mappings=body.field_mappings or {},
-        max_samples=body.max_samples or 0, name=body.name or "", revision=body.revision or ""),
-        metadata=_md(x_hf_token), timeout=TIMEOUT)
-    return {"import_id": r.import_id, "status": r.status}
+        training_type=_tt(body.training_type), field_mappings=_as_dict(body.field_mappings),
+        max_samples=body.max_samples or 0, name=body.name or "", revision=body.revision or "")
+    r = await run_in_threadpool(stub.StartImport, req, metadata=_md(x_hf_token), timeout=TIMEOUT)
+    wait = request.app.state.config.import_wait_seconds if body.wait_seconds is None else body.wait_seconds
+    answer: dict[str, Any] = {"import_id": r.import_id, "status": r.status, "dataset_id": None, "dataset": None}
+    if wait <= 0 or waits.limiter(request, "import").available_tokens < 1:
+        return JSONResponse(status_code=202, content=answer)
+    call = stub.WatchImport(pb.WatchImportRequest(import_id=r.import_id), timeout=float(wait))
+    last = await waits.in_thread(request, "import", waits.last_message, call, lambda m: m.progress.terminal)
+    if last is None:
+        return JSONResponse(status_code=202, content=answer)
+    answer.update(progress_json(last.progress))
+    answer["dataset"] = None
+    status = last.progress.status
+    if status == "complete" and last.progress.dataset_id:
+        ds = await run_in_threadpool(request.app.state.clients.catalog.GetDataset,
+                                     cpb.GetDatasetRequest(dataset_id=last.progress.dataset_id), timeout=TIMEOUT)
+        answer["dataset"] = dataset_json(ds.dataset)
+        return JSONResponse(status_code=200, content=answer)
+    if status == "error":
+        answer.update(detail=f"import {r.import_id} failed: {last.progress.error or last.progress.message}",
+                      code="FAILED_PRECONDITION")
+        return JSONResponse(status_code=422, content=answer)
+    if status == "cancelled":
+        answer.update(detail=f"import {r.import_id} was cancelled", code="ABORTED")
+        return JSONResponse(status_code=409, content=answer)
+    return JSONResponse(status_code=202, content=answer)
 
 
 @router.get("/api/huggingface/import-progress/{import_id}")
