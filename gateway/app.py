@@ -11,13 +11,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import check_api_key
 from gateway.clients import Clients
 from gateway.config import GatewayConfig
-from gateway.errors import rpc_error_handler, validation_error_handler
+from gateway.errors import error_docs, http_error_handler, rpc_error_handler, validation_error_handler
+from gateway.limits import BodyLimit, check_json_body
 from gateway.routes import catalog, exporter, importer
+
+
+class Health(BaseModel):
+    status: str
+    services: dict[str, str]
+    detail: str | None = None
 
 
 def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI:
@@ -41,6 +50,9 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
     app.state.wait_limiters = {}
     app.add_exception_handler(grpc.RpcError, rpc_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
+    # Innermost of the middlewares, so a 413 still carries the CORS headers.
+    app.add_middleware(BodyLimit)
     # Collection paths answer with and without a trailing slash, never with a redirect: browsers refuse a
     # redirect in answer to a preflighted request (Thinker lists `/api/datasets/`).
     app.router.redirect_slashes = False
@@ -57,7 +69,9 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
             max_age=600,
         )
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses={
+        200: {"model": Health, "description": "Every backend is SERVING"},
+        503: {"model": Health, "description": "Some backend is not SERVING: `detail` names it"}})
     def healthz() -> JSONResponse:
         """200 when every backend reports SERVING; 503 naming those that do not."""
         status: dict[str, str] = {}
@@ -73,7 +87,9 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
             body["detail"] = f"unavailable: {', '.join(down)}"
         return JSONResponse(status_code=503 if down else 200, content=body)
 
-    api = APIRouter(dependencies=[Depends(check_api_key)])
+    # Every /api route can answer these; routes with a body add 413/415 (gateway/routes/*).
+    api = APIRouter(dependencies=[Depends(check_api_key), Depends(check_json_body)],
+                    responses=error_docs(400, 401, 404, 409, 422, 429, 503, 504))
     for routes in (catalog, importer, exporter):
         api.include_router(routes.router)
     app.include_router(api)

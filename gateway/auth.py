@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+# Declared so /openapi.json shows the two ways to send a key and /docs can authorize; the check reads the
+# headers itself (auto_error=False: a missing key is this module's 401, and only when keys are configured).
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
+                              description="One of FERRY_API_KEYS")
+BEARER = HTTPBearer(auto_error=False, scheme_name="Bearer", description="One of FERRY_API_KEYS, as a bearer token")
 
 
-def check_api_key(request: Request) -> None:
+def check_api_key(
+    request: Request,
+    _key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> None:
     keys = request.app.state.config.api_keys
     if not keys:
         return

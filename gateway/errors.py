@@ -8,6 +8,8 @@ import grpc
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -38,12 +40,34 @@ def error_body(code: grpc.StatusCode, message: str) -> dict[str, object]:
     return {"detail": message, "code": code.name}
 
 
+# The `code` of an answer the gateway gives itself (not relayed from a gRPC status), by HTTP status.
+HTTP_CODE: dict[int, str] = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                             404: "NOT_FOUND", 405: "UNIMPLEMENTED", 409: "ABORTED", 413: "RESOURCE_EXHAUSTED",
+                             415: "INVALID_ARGUMENT", 422: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
+                             502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+# A backend's message is relayed as it is, up to this many characters.
+MAX_DETAIL = 2000
+
+
+def status_body(status: int, detail: str) -> dict[str, object]:
+    return {"detail": detail, "code": HTTP_CODE.get(status, "UNKNOWN")}
+
+
+async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """The gateway's own HTTP errors (401, 404, 413, 415, 504, ...) in the one error shape."""
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse(status_code=exc.status_code, content=status_body(exc.status_code, detail),
+                        headers=exc.headers)
+
+
 async def rpc_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, grpc.RpcError)
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else ""
     if code == grpc.StatusCode.UNAVAILABLE and not details:
         details = "a backend service is unavailable"
+    details = details[:MAX_DETAIL] + "..." if len(details) > MAX_DETAIL else details
     return JSONResponse(status_code=http_status(code), content=error_body(code, details or code.name))
 
 
@@ -62,3 +86,46 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
     text = "; ".join(f"{_loc(d['loc'])}: {d['msg']}" if d["loc"] else d["msg"] for d in details[:5])
     body = {"detail": text or "invalid request", "code": grpc.StatusCode.INVALID_ARGUMENT.name, "details": details}
     return JSONResponse(status_code=422, content=body)
+
+
+# -- the error answers as the OpenAPI document shows them --------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What went wrong, as one readable string naming the field when there is one")
+    code: str = Field(description="The gRPC status code name, e.g. NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE")
+
+
+class FieldError(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(ErrorBody):
+    details: list[FieldError] = Field(description="Every field that failed, with where it is (loc)")
+
+
+def _doc(description: str, model: type[BaseModel] = ErrorBody) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+ERROR_DOCS: dict[int, dict[str, Any]] = {
+    400: _doc("Invalid argument (the service's message names the field) or failed precondition"),
+    401: _doc("Missing or invalid API key (when FERRY_API_KEYS is set)"),
+    403: _doc("Permission denied (e.g. a gated or private Hub dataset without a token that may read it)"),
+    404: _doc("Not found"),
+    409: _doc("Already exists, or aborted / cancelled"),
+    413: _doc("Request body larger than 1 MiB"),
+    415: _doc("Request body that is not JSON (send Content-Type: application/json)"),
+    422: _doc("Request shape wrong: types, ranges, lengths, missing fields; `detail` names the field",
+              ValidationErrorBody),
+    429: _doc("Resource exhausted (e.g. a rate limit of the Hub)"),
+    503: _doc("A backend service (or the Hub, or object storage) is unavailable"),
+    504: _doc("Deadline exceeded"),
+}
+
+
+def error_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a router or route: the error answers it can give, with their body shape."""
+    return {s: ERROR_DOCS[s] for s in statuses}

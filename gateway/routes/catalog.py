@@ -11,13 +11,16 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, Field, field_validator
 
 from ferry.catalog.v1 import catalog_pb2 as pb
 from ferry.catalog.v1 import catalog_pb2_grpc
+from gateway import limits as lim
+from gateway.errors import error_docs
+from gateway.limits import DatasetIdPath
 
 router = APIRouter(tags=["catalog"])
 
@@ -207,10 +210,12 @@ def _catalog(request: Request) -> catalog_pb2_grpc.CatalogServiceStub:
 def list_datasets(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000, description="Datasets per page")] = 50,
-    page_token: Annotated[str, Query(description="next_page_token of the previous page")] = "",
-    name: Annotated[str, Query(description="Case-insensitive substring of the name")] = "",
-    training_type: Annotated[str | None, Query(description="SL, DPO or CHAT (any case)")] = None,
-    source: Annotated[str, Query(description="Exact source repo id")] = "",
+    page_token: Annotated[str, Query(max_length=lim.MAX_TOKEN, description="next_page_token of the previous page")
+                          ] = "",
+    name: Annotated[str, Query(max_length=lim.MAX_NAME, description="Case-insensitive substring of the name")] = "",
+    training_type: Annotated[str | None, Query(max_length=lim.MAX_WORD, description="SL, DPO or CHAT (any case)")
+                             ] = None,
+    source: Annotated[str, Query(max_length=lim.MAX_REPO_ID, description="Exact source repo id")] = "",
 ) -> dict[str, Any]:
     """READY datasets, newest first."""
     resp = _catalog(request).ListDatasets(pb.ListDatasetsRequest(
@@ -225,13 +230,13 @@ def list_datasets(
 
 
 @router.get("/api/datasets/{dataset_id}")
-def get_dataset(request: Request, dataset_id: int) -> dict[str, Any]:
+def get_dataset(request: Request, dataset_id: DatasetIdPath) -> dict[str, Any]:
     resp = _catalog(request).GetDataset(pb.GetDatasetRequest(dataset_id=dataset_id), timeout=TIMEOUT)
     return dataset_json(resp.dataset)
 
 
 @router.delete("/api/datasets/{dataset_id}")
-def delete_dataset(request: Request, dataset_id: int) -> dict[str, Any]:
+def delete_dataset(request: Request, dataset_id: DatasetIdPath) -> dict[str, Any]:
     """Deletes the record and every object of the dataset."""
     resp = _catalog(request).DeleteDataset(pb.DeleteDatasetRequest(dataset_id=dataset_id), timeout=120.0)
     return {"deleted": True, "id": dataset_id, "objects_deleted": resp.objects_deleted}
@@ -240,9 +245,10 @@ def delete_dataset(request: Request, dataset_id: int) -> dict[str, Any]:
 @router.get("/api/datasets/{dataset_id}/examples")
 def list_examples(
     request: Request,
-    dataset_id: int,
-    split: Annotated[str, Query(description="Split name; the first split when empty")] = "",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    dataset_id: DatasetIdPath,
+    split: Annotated[str, Query(max_length=lim.MAX_SPLIT, description="Split name; the first split when empty")
+                     ] = "",
+    offset: Annotated[int, Query(ge=0, le=lim.INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """A page of canonical rows; as fast at offset 1,000,000 as at 0."""
@@ -262,9 +268,10 @@ def list_examples(
 @router.get("/api/datasets/{dataset_id}/preview")
 def preview_dataset(
     request: Request,
-    dataset_id: int,
+    dataset_id: DatasetIdPath,
     n: Annotated[int, Query(ge=1, le=100, description="Rows to show")] = 5,
-    split: Annotated[str, Query(description="Split name; the first split when empty")] = "",
+    split: Annotated[str, Query(max_length=lim.MAX_SPLIT, description="Split name; the first split when empty")
+                     ] = "",
 ) -> dict[str, Any]:
     """The first `n` rows as a table (`columns`, `rows`), as Thinker's dataset preview reads them."""
     resp = _catalog(request).ListExamples(
@@ -282,10 +289,11 @@ def preview_dataset(
 
 
 class MappingTemplateIn(BaseModel):
-    name: str = Field(min_length=1, description="Template name")
+    name: str = Field(min_length=1, max_length=lim.MAX_NAME, description="Template name")
     training_type: TrainingTypeParam = Field(description="SL, DPO or CHAT (any case)")
-    field_mappings: dict[str, str] = Field(description="Target field -> source column")
-    repo_id: str = Field("", description="Hub repo the template is for")
+    field_mappings: dict[Annotated[str, Field(max_length=lim.MAX_KEY)], Annotated[str, Field(max_length=lim.MAX_SPEC)]
+                         ] = Field(max_length=lim.MAX_ENTRIES, description="Target field -> source column")
+    repo_id: str = Field("", max_length=lim.MAX_REPO_ID, description="Hub repo the template is for")
 
     @field_validator("training_type", mode="before")
     @classmethod
@@ -296,8 +304,9 @@ class MappingTemplateIn(BaseModel):
 @router.get("/api/mapping-templates")
 def list_mapping_templates(
     request: Request,
-    training_type: Annotated[str | None, Query(description="SL, DPO or CHAT (any case)")] = None,
-    repo_id: Annotated[str, Query()] = "",
+    training_type: Annotated[str | None, Query(max_length=lim.MAX_WORD, description="SL, DPO or CHAT (any case)")
+                             ] = None,
+    repo_id: Annotated[str, Query(max_length=lim.MAX_REPO_ID)] = "",
 ) -> dict[str, Any]:
     resp = _catalog(request).ListMappingTemplates(pb.ListMappingTemplatesRequest(
         training_type=_tt_query(training_type), repo_id=repo_id,
@@ -305,7 +314,7 @@ def list_mapping_templates(
     return {"templates": [template_json(t) for t in resp.templates]}
 
 
-@router.post("/api/mapping-templates", status_code=201)
+@router.post("/api/mapping-templates", status_code=201, responses=error_docs(413, 415))
 def save_mapping_template(request: Request, body: MappingTemplateIn) -> dict[str, Any]:
     """Creates a template, or replaces the mappings of the one with the same name, type and repo."""
     resp = _catalog(request).SaveMappingTemplate(pb.SaveMappingTemplateRequest(
@@ -316,7 +325,7 @@ def save_mapping_template(request: Request, body: MappingTemplateIn) -> dict[str
 
 
 @router.delete("/api/mapping-templates/{template_id}")
-def delete_mapping_template(request: Request, template_id: str) -> dict[str, Any]:
+def delete_mapping_template(request: Request, template_id: Annotated[str, Path(max_length=lim.MAX_JOB_ID)]) -> dict[str, Any]:
     _catalog(request).DeleteMappingTemplate(pb.DeleteMappingTemplateRequest(template_id=template_id),
                                             timeout=TIMEOUT)
     return {"deleted": True, "id": template_id}

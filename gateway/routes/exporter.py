@@ -12,19 +12,24 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import grpc
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ferry.exporter.v1 import exporter_pb2 as pb
+from gateway import limits as lim
 from gateway import waits
+from gateway.errors import error_docs
+from gateway.limits import DatasetIdPath, JobIdPath, short
 from gateway.routes.catalog import training_type_str
 from gateway.sse import watch_as_sse
 
 router = APIRouter(tags=["exporter"])
 
 TIMEOUT = 60.0
+FileName = Annotated[str, Path(max_length=lim.MAX_FILENAME + 100, description="An exported file's name")]
 STATUS = {pb.EXPORT_STATUS_QUEUED: "queued", pb.EXPORT_STATUS_EXPORTING: "exporting",
           pb.EXPORT_STATUS_SAVING: "saving", pb.EXPORT_STATUS_COMPLETE: "complete",
           pb.EXPORT_STATUS_ERROR: "error", pb.EXPORT_STATUS_CANCELLED: "cancelled"}
@@ -62,6 +67,7 @@ def export_json(e: pb.Export) -> dict[str, Any]:
 
 
 def _params(raw: dict[str, Any] | None) -> dict[str, str]:
+    """additional_params as the proto's map<string, string>: strings as they are, anything else as JSON."""
     out: dict[str, str] = {}
     for k, v in (raw or {}).items():
         if v is None:
@@ -70,20 +76,41 @@ def _params(raw: dict[str, Any] | None) -> dict[str, str]:
     return out
 
 
-class ExportIn(BaseModel):
-    dataset_id: int = Field(gt=0)
-    format: str = Field(min_length=1)
-    output_filename: str
-    system_message: str | None = None
-    train_split: float | None = Field(default=None, gt=0, le=1)
-    additional_params: dict[str, Any] | None = None
+def _check_params(params: dict[str, str]) -> str | None:
+    """Why `params` (as _params made them) are out of bounds, or None."""
+    if len(params) > lim.MAX_ENTRIES:
+        return f"at most {lim.MAX_ENTRIES} parameters"
+    for k, v in params.items():
+        if len(k) > lim.MAX_KEY:
+            return f"parameter name {short(k)} is longer than {lim.MAX_KEY} characters"
+        if len(v) > lim.MAX_SPEC:
+            return f"the value of {short(k)} is longer than {lim.MAX_SPEC} characters"
+    return None
+
+
+PARAMS_DOC = f"Format parameters (see /api/export/formats); at most {lim.MAX_ENTRIES}, each value {lim.MAX_SPEC} " \
+             "characters at most"
 
 
 class CsvExportIn(BaseModel):
-    output_filename: str | None = None
-    system_message: str | None = None
+    output_filename: str | None = Field(default=None, max_length=lim.MAX_FILENAME)
+    system_message: str | None = Field(default=None, max_length=lim.MAX_TEXT)
     train_split: float | None = Field(default=None, gt=0, le=1)
-    additional_params: dict[str, Any] | None = None
+    additional_params: dict[str, Any] | None = Field(default=None, description=PARAMS_DOC)
+
+    @field_validator("additional_params")
+    @classmethod
+    def _bounded(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = _check_params(_params(v))
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+class ExportIn(CsvExportIn):
+    dataset_id: int = Field(gt=0, le=lim.INT64_MAX)
+    format: str = Field(min_length=1, max_length=lim.MAX_WORD)
+    output_filename: str = Field(max_length=lim.MAX_FILENAME)  # type: ignore[assignment]
 
 
 def _start(request: Request, req: pb.StartExportRequest) -> dict[str, Any]:
@@ -104,7 +131,7 @@ def list_formats(request: Request) -> dict[str, Any]:
     } for f in r.formats]}
 
 
-@router.post("/api/datasets/export", status_code=202)
+@router.post("/api/datasets/export", status_code=202, responses=error_docs(413, 415))
 def start_export(request: Request, body: ExportIn) -> dict[str, Any]:
     req = pb.StartExportRequest(dataset_id=body.dataset_id, format=body.format,
                                 output_filename=body.output_filename, additional_params=_params(body.additional_params))
@@ -115,8 +142,8 @@ def start_export(request: Request, body: ExportIn) -> dict[str, Any]:
     return _start(request, req)
 
 
-@router.post("/api/datasets/{dataset_id}/export-csv", status_code=202)
-def start_csv_export(request: Request, dataset_id: int, body: CsvExportIn | None = None) -> dict[str, Any]:
+@router.post("/api/datasets/{dataset_id}/export-csv", status_code=202, responses=error_docs(413, 415))
+def start_csv_export(request: Request, dataset_id: DatasetIdPath, body: CsvExportIn | None = None) -> dict[str, Any]:
     body = body or CsvExportIn()
     req = pb.StartExportRequest(dataset_id=dataset_id, format="csv",
                                 output_filename=body.output_filename or f"dataset_{dataset_id}",
@@ -129,32 +156,33 @@ def start_csv_export(request: Request, dataset_id: int, body: CsvExportIn | None
 
 
 @router.get("/api/exports")
-def list_exports(request: Request, page_size: int = Query(50, ge=1, le=200), page_token: str = "") -> dict[str, Any]:
+def list_exports(request: Request, page_size: int = Query(50, ge=1, le=200),
+                 page_token: str = Query("", max_length=lim.MAX_TOKEN)) -> dict[str, Any]:
     r = _stub(request).ListExports(pb.ListExportsRequest(page_size=page_size, page_token=page_token),
                                    timeout=TIMEOUT)
     return {"exports": [export_json(e) for e in r.exports], "next_page_token": r.next_page_token or None}
 
 
 @router.get("/api/exports/{export_id}")
-def get_export(request: Request, export_id: str) -> dict[str, Any]:
+def get_export(request: Request, export_id: JobIdPath) -> dict[str, Any]:
     return export_json(_stub(request).GetExport(pb.GetExportRequest(export_id=export_id), timeout=TIMEOUT).export)
 
 
 @router.post("/api/exports/{export_id}/cancel")
-def cancel_export(request: Request, export_id: str) -> dict[str, Any]:
+def cancel_export(request: Request, export_id: JobIdPath) -> dict[str, Any]:
     r = _stub(request).CancelExport(pb.CancelExportRequest(export_id=export_id), timeout=TIMEOUT)
     return export_json(r.export)
 
 
 @router.get("/api/exports/{export_id}/events")
-def export_events(request: Request, export_id: str) -> StreamingResponse:
+def export_events(request: Request, export_id: JobIdPath) -> StreamingResponse:
     """Server-Sent Events: one `data: {json}` per change, ending after a terminal status."""
     call = _stub(request).WatchExport(pb.WatchExportRequest(export_id=export_id))
     return watch_as_sse(call, lambda msg: export_json(msg.export), f"export {export_id}", request)
 
 
 @router.get("/api/exports/{export_id}/files/{name:path}/presigned")
-def presigned_url(request: Request, export_id: str, name: str,
+def presigned_url(request: Request, export_id: JobIdPath, name: FileName,
                   expires_seconds: int = Query(0, ge=0, le=604800)) -> dict[str, Any]:
     r = _stub(request).GetFileUrl(pb.GetFileUrlRequest(export_id=export_id, name=name,
                                                        expires_seconds=expires_seconds), timeout=TIMEOUT)
@@ -162,7 +190,7 @@ def presigned_url(request: Request, export_id: str, name: str,
 
 
 @router.get("/api/exports/{export_id}/files/{name:path}")
-def download_file(request: Request, export_id: str, name: str) -> StreamingResponse:
+def download_file(request: Request, export_id: JobIdPath, name: FileName) -> StreamingResponse:
     call = _stub(request).DownloadFile(pb.DownloadFileRequest(export_id=export_id, name=name))
     f = _first(call, "file").file
     return _attachment(_rest(call), f.name, {"Content-Length": str(f.size), "X-Checksum-SHA256": f.sha256})
@@ -174,10 +202,10 @@ KNOWN_QUERY = {"format", "output_filename", "system_message", "train_split"}
 @router.get("/api/datasets/{dataset_id}/export")
 async def export_download(
     request: Request,
-    dataset_id: int,
-    format: Annotated[str, Query(min_length=1, max_length=100)],
-    output_filename: Annotated[str | None, Query(max_length=1000)] = None,
-    system_message: Annotated[str | None, Query(max_length=100_000)] = None,
+    dataset_id: DatasetIdPath,
+    format: Annotated[str, Query(min_length=1, max_length=lim.MAX_WORD)],
+    output_filename: Annotated[str | None, Query(max_length=lim.MAX_FILENAME)] = None,
+    system_message: Annotated[str | None, Query(max_length=lim.MAX_TEXT)] = None,
     train_split: Annotated[float | None, Query(gt=0, le=1)] = None,
 ) -> StreamingResponse:
     """Runs an export and answers with the file itself (a browser download, as the Dataset Creator's page
@@ -186,6 +214,10 @@ async def export_download(
     answers as POST /api/datasets/export; an export still running after FERRY_EXPORT_WAIT_SECONDS gets 504
     naming it, so it can be fetched from /api/exports/{export_id}."""
     extra = {k: v for k, v in request.query_params.items() if k not in KNOWN_QUERY}
+    problem = _check_params(extra)
+    if problem:
+        raise RequestValidationError([{"loc": ("query", "additional_params"), "type": "value_error",
+                                       "msg": problem}])
     req = pb.StartExportRequest(dataset_id=dataset_id, format=format,
                                 output_filename=output_filename or f"dataset_{dataset_id}_{format}",
                                 additional_params=_params(extra))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -19,14 +19,23 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 
 from ferry.catalog.v1 import catalog_pb2 as cpb
 from ferry.importer.v1 import importer_pb2 as pb
+from gateway import limits as lim
 from gateway import waits
+from gateway.errors import error_docs
+from gateway.limits import JobIdPath, short
 from gateway.routes.catalog import dataset_json, training_type_str
 from gateway.sse import watch_as_sse
 
-router = APIRouter(tags=["importer"])
+router = APIRouter(tags=["importer"], responses=error_docs(403))
 
 TIMEOUT = 120.0
-HfToken = Annotated[str | None, Header(alias="X-HF-Token", include_in_schema=True)]
+HfToken = Annotated[str | None, Header(
+    alias="X-HF-Token", include_in_schema=True, max_length=lim.MAX_HF_TOKEN, pattern=lim.HF_TOKEN_PATTERN,
+    description="HuggingFace token for gated or private datasets (visible ASCII), used for this request only")]
+BODY_ERRORS = error_docs(413, 415)
+DatasetName = Annotated[str, Field(min_length=1, max_length=lim.MAX_DATASET_NAME,
+                                   description="Hub repo id (org/name), or a local directory or file")]
+SplitName = Annotated[str, Field(max_length=lim.MAX_SPLIT)]
 
 
 def _stub(request: Request) -> Any:
@@ -48,7 +57,7 @@ def _check_tt(value: str | None) -> str | None:
         return None
     v = str(value).strip().upper()
     if v not in ("SL", "DPO", "CHAT"):
-        raise ValueError(f"training_type must be one of SL, DPO, CHAT (any case), got {value!r}")
+        raise ValueError(f"training_type must be one of SL, DPO, CHAT (any case), got {short(value)}")
     return v
 
 
@@ -94,7 +103,17 @@ def mappings_dict(value: Any) -> dict[str, str] | None:
     first entry for a target wins (older clients listed every candidate, best first) and blank sources are left
     out, as forms send them for unused fields.
     """
-    if value is None or isinstance(value, dict):
+    if value is None:
+        return value
+    if isinstance(value, dict):
+        if len(value) > MAX_MAPPINGS:
+            raise ValueError(f"field_mappings has more than {MAX_MAPPINGS} entries")
+        for target, source in value.items():
+            if not isinstance(target, str) or len(target) > lim.MAX_KEY:
+                raise ValueError(f"field_mappings: target {short(target)} is longer than {lim.MAX_KEY} characters")
+            if isinstance(source, str) and len(source) > lim.MAX_SPEC:
+                raise ValueError(f"field_mappings.{short(target)}: the source is longer than {lim.MAX_SPEC} "
+                                 "characters")
         return value
     if not isinstance(value, list):
         raise ValueError("field_mappings must be an object {target: source} or a list of "
@@ -123,11 +142,11 @@ MAPPINGS_DOC = ("{target: source} or [{source_field, target_field}, ...]; a sour
 
 
 class SuggestIn(BaseModel):
-    dataset_name: str = Field(min_length=1)
-    training_type: str
-    config: str | None = None
-    subset: str | None = None
-    split: str | None = None
+    dataset_name: DatasetName
+    training_type: str = Field(max_length=lim.MAX_WORD)
+    config: SplitName | None = None
+    subset: SplitName | None = None
+    split: SplitName | None = None
 
     @field_validator("training_type")
     @classmethod
@@ -136,14 +155,14 @@ class SuggestIn(BaseModel):
 
 
 class PreviewIn(BaseModel):
-    dataset_name: str = Field(min_length=1)
-    split: str | None = None
-    subset: str | None = None
-    config: str | None = None
+    dataset_name: DatasetName
+    split: SplitName | None = None
+    subset: SplitName | None = None
+    config: SplitName | None = None
     num_samples: int = Field(10, ge=1, le=100)
     field_mappings: dict[str, str] | list[FieldMappingIn] | None = Field(None, description=MAPPINGS_DOC)
-    training_type: str | None = Field(None, description="SL, DPO or CHAT; inferred from the mapping's targets "
-                                                        "when absent")
+    training_type: str | None = Field(None, max_length=lim.MAX_WORD, description="SL, DPO or CHAT; inferred from "
+                                      "the mapping's targets when absent")
 
     @field_validator("field_mappings", mode="before")
     @classmethod
@@ -157,19 +176,19 @@ class PreviewIn(BaseModel):
 
 
 class ImportIn(BaseModel):
-    dataset_name: str = Field(min_length=1)
-    split: str | None = None
-    splits: list[str] | None = None
-    subset: str | None = None
-    config: str | None = None
-    training_type: str | None = Field(None, description="SL, DPO or CHAT; inferred from the mapping's targets "
-                                                        "when absent")
+    dataset_name: DatasetName
+    split: SplitName | None = None
+    splits: list[SplitName] | None = Field(None, max_length=lim.MAX_ENTRIES)
+    subset: SplitName | None = None
+    config: SplitName | None = None
+    training_type: str | None = Field(None, max_length=lim.MAX_WORD, description="SL, DPO or CHAT; inferred from "
+                                      "the mapping's targets when absent")
     field_mappings: dict[str, str] | list[FieldMappingIn] | None = Field(None, description=MAPPINGS_DOC)
     filters: list[dict[str, Any]] | None = Field(None, description="Row filters: not supported yet; an empty "
                                                                    "list is accepted")
-    max_samples: int | None = Field(None, gt=0)
-    name: str | None = None
-    revision: str | None = None
+    max_samples: int | None = Field(None, gt=0, le=lim.INT64_MAX)
+    name: str | None = Field(None, max_length=lim.MAX_NAME)
+    revision: str | None = Field(None, max_length=lim.MAX_NAME)
     wait_seconds: int | None = Field(None, ge=0, le=600, description="Hold the answer until the import ends, "
                                      "at most this long (default FERRY_IMPORT_WAIT_SECONDS; 0 answers at once)")
 
@@ -197,7 +216,8 @@ def _missing_tt() -> str:
 
 def _config(a: str | None, b: str | None) -> str:
     if a and b and a != b:
-        raise HTTPException(status_code=400, detail=f"config {a!r} and subset {b!r} disagree (they are synonyms)")
+        raise HTTPException(status_code=400, detail=f"config {short(a)} and subset {short(b)} disagree (they are "
+                            "synonyms)")
     return a or b or ""
 
 
@@ -207,13 +227,13 @@ def _config(a: str | None, b: str | None) -> str:
 def search(
     request: Request,
     x_hf_token: HfToken = None,
-    query: str = "",
+    query: Annotated[str, Query(max_length=lim.MAX_QUERY)] = "",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    sort: str = "",
-    task_category: str = "",
-    language: str = "",
-    size_category: str = "",
-    author: str = "",
+    sort: Annotated[str, Query(max_length=lim.MAX_WORD)] = "",
+    task_category: Annotated[str, Query(max_length=lim.MAX_WORD)] = "",
+    language: Annotated[str, Query(max_length=lim.MAX_WORD)] = "",
+    size_category: Annotated[str, Query(max_length=lim.MAX_WORD)] = "",
+    author: Annotated[str, Query(max_length=lim.MAX_REPO_ID)] = "",
 ) -> dict[str, Any]:
     resp = _stub(request).SearchDatasets(pb.SearchDatasetsRequest(
         query=query, limit=limit, sort=sort, task_category=task_category, language=language,
@@ -225,8 +245,10 @@ def search(
 
 
 @router.get("/api/huggingface/info/{dataset_name:path}")
-def info(request: Request, dataset_name: str, x_hf_token: HfToken = None, config: str | None = None,
-         subset: str | None = None, revision: str = "") -> dict[str, Any]:
+def info(request: Request, dataset_name: Annotated[str, Path(max_length=lim.MAX_DATASET_NAME)],
+         x_hf_token: HfToken = None, config: Annotated[str | None, Query(max_length=lim.MAX_SPLIT)] = None,
+         subset: Annotated[str | None, Query(max_length=lim.MAX_SPLIT)] = None,
+         revision: Annotated[str, Query(max_length=lim.MAX_NAME)] = "") -> dict[str, Any]:
     r = _stub(request).GetDatasetInfo(pb.GetDatasetInfoRequest(
         dataset_name=dataset_name, config=_config(config, subset), revision=revision),
         metadata=_md(x_hf_token), timeout=TIMEOUT)
@@ -260,9 +282,15 @@ def info(request: Request, dataset_name: str, x_hf_token: HfToken = None, config
 
 
 @router.get("/api/huggingface/suggest-mapping")
-def suggest_mapping_get(request: Request, dataset_name: Annotated[str, Query(min_length=1)],
-                        training_type: str, x_hf_token: HfToken = None, config: str | None = None,
-                        subset: str | None = None, split: str | None = None) -> dict[str, Any]:
+def suggest_mapping_get(
+    request: Request,
+    dataset_name: Annotated[str, Query(min_length=1, max_length=lim.MAX_DATASET_NAME)],
+    training_type: Annotated[str, Query(max_length=lim.MAX_WORD)],
+    x_hf_token: HfToken = None,
+    config: Annotated[str | None, Query(max_length=lim.MAX_SPLIT)] = None,
+    subset: Annotated[str | None, Query(max_length=lim.MAX_SPLIT)] = None,
+    split: Annotated[str | None, Query(max_length=lim.MAX_SPLIT)] = None,
+) -> dict[str, Any]:
     """The same as the POST, with query parameters (older Thinker modals call it so)."""
     try:
         body = SuggestIn(dataset_name=dataset_name, training_type=training_type, config=config, subset=subset,
@@ -272,7 +300,7 @@ def suggest_mapping_get(request: Request, dataset_name: Annotated[str, Query(min
     return suggest_mapping(request, body, x_hf_token)
 
 
-@router.post("/api/huggingface/suggest-mapping")
+@router.post("/api/huggingface/suggest-mapping", responses=BODY_ERRORS)
 def suggest_mapping(request: Request, body: SuggestIn, x_hf_token: HfToken = None) -> dict[str, Any]:
     r = _stub(request).SuggestMapping(pb.SuggestMappingRequest(
         dataset_name=body.dataset_name, training_type=_tt(body.training_type),
@@ -288,7 +316,7 @@ def suggest_mapping(request: Request, body: SuggestIn, x_hf_token: HfToken = Non
     }
 
 
-@router.post("/api/huggingface/preview")
+@router.post("/api/huggingface/preview", responses=BODY_ERRORS)
 def preview(request: Request, body: PreviewIn, x_hf_token: HfToken = None) -> dict[str, Any]:
     r = _stub(request).PreviewDataset(pb.PreviewDatasetRequest(
         dataset_name=body.dataset_name, split=body.split or "", config=_config(body.config, body.subset),
@@ -313,7 +341,7 @@ def preview(request: Request, body: PreviewIn, x_hf_token: HfToken = None) -> di
     }
 
 
-@router.post("/api/huggingface/import", status_code=202)
+@router.post("/api/huggingface/import", status_code=202, responses=BODY_ERRORS)
 async def start_import(request: Request, body: ImportIn, x_hf_token: HfToken = None) -> JSONResponse:
     """Starts the import; then holds the answer until it ends, at most `wait_seconds`.
 
@@ -356,20 +384,20 @@ async def start_import(request: Request, body: ImportIn, x_hf_token: HfToken = N
 
 
 @router.get("/api/huggingface/import-progress/{import_id}")
-def import_progress(request: Request, import_id: str) -> dict[str, Any]:
+def import_progress(request: Request, import_id: JobIdPath) -> dict[str, Any]:
     r = _stub(request).GetImportProgress(pb.GetImportProgressRequest(import_id=import_id), timeout=TIMEOUT)
     return progress_json(r.progress)
 
 
 @router.get("/api/huggingface/import-progress/{import_id}/events")
-def import_events(request: Request, import_id: str) -> StreamingResponse:
+def import_events(request: Request, import_id: JobIdPath) -> StreamingResponse:
     """Server-Sent Events: one `data: {json}` per change, ending after a terminal status."""
     call = _stub(request).WatchImport(pb.WatchImportRequest(import_id=import_id))
     return watch_as_sse(call, lambda msg: progress_json(msg.progress), f"import {import_id}", request)
 
 
 @router.post("/api/huggingface/import/{import_id}/cancel")
-def cancel_import(request: Request, import_id: str) -> dict[str, Any]:
+def cancel_import(request: Request, import_id: JobIdPath) -> dict[str, Any]:
     r = _stub(request).CancelImport(pb.CancelImportRequest(import_id=import_id), timeout=TIMEOUT)
     return progress_json(r.progress)
 
