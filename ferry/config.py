@@ -8,7 +8,9 @@ checks the Kubernetes manifests against it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -122,6 +124,39 @@ def _public_endpoint(url: str) -> str:
     return url
 
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class GrpcConfig:
+    """How a gRPC service listens; the same two variables for catalog, importer and exporter.
+
+    host: the address the server binds. `0.0.0.0` (every interface) suits a pod; `make run` sets 127.0.0.1
+    so a dev machine's gRPC ports are loopback-only. reflection: whether grpc.reflection is served.
+    """
+
+    host: str = "0.0.0.0"
+    reflection: bool = True
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> GrpcConfig:
+        return cls(host=_grpc_host(get_str("FERRY_GRPC_HOST", "0.0.0.0", env)),
+                   reflection=get_bool("FERRY_GRPC_REFLECTION", True, env))
+
+
+def _grpc_host(raw: str) -> str:
+    """An IPv4/IPv6 address (brackets optional) or a host name; IPv6 comes back in brackets, ready for host:port."""
+    host = raw.strip()
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        addr = ipaddress.ip_address(bare)
+    except ValueError:
+        if _HOSTNAME.match(bare):
+            return bare
+        raise ConfigError(f"FERRY_GRPC_HOST must be an IP address or a host name, got {raw!r}") from None
+    return f"[{addr}]" if addr.version == 6 else str(addr)
+
+
 # Every variable a Ferry process reads, with its default ("" = required or unset).
 # Keep in sync with the services' config classes; tests/test_config_vars.py checks.
 ENV_VARS: dict[str, str] = {
@@ -147,6 +182,8 @@ ENV_VARS: dict[str, str] = {
     "FERRY_IMPORTER_ADDR": "localhost:50052",
     "FERRY_EXPORTER_ADDR": "localhost:50053",
     "FERRY_GRPC_PORT": "",
+    "FERRY_GRPC_HOST": "0.0.0.0 (make run: 127.0.0.1)",
+    "FERRY_GRPC_REFLECTION": "true",
     "FERRY_GRPC_WORKERS": "16 (catalog: 64)",
     "FERRY_SHUTDOWN_GRACE_SECONDS": "20",
     "FERRY_CATALOG_DB": "$FERRY_DATA_DIR/catalog.db",

@@ -104,6 +104,7 @@ class Registration:
 class RunningServer:
     server: grpc.Server
     port: int
+    host: str
     health: health.HealthServicer
     service_names: Sequence[str]
     grace: float
@@ -135,8 +136,10 @@ def serve(
     workers: int = 16,
     grace: float = 20.0,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
+    reflection_enabled: bool = True,
 ) -> RunningServer:
-    """Start a server with health and reflection; `port=0` picks a free port."""
+    """Start a server with health (and reflection unless `reflection_enabled` is false) bound to `host`
+    (an address as ferry.config.GrpcConfig gives it: IPv6 in brackets); `port=0` picks a free port."""
     regs = list(registrations)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
@@ -157,18 +160,19 @@ def serve(
     names = [reg.service_name for reg in regs]
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if reflection_enabled:
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise RuntimeError(f"could not bind gRPC port {host}:{port}")
     server.start()
-    return RunningServer(server=server, port=bound, health=health_servicer, service_names=names, grace=grace)
+    return RunningServer(server=server, port=bound, host=host, health=health_servicer, service_names=names, grace=grace)
 
 
 def run_until_signalled(running: RunningServer, name: str) -> None:
     """Block until SIGTERM/SIGINT, then drain gracefully."""
     stop = procs.StopSignals()
-    print(f"{name} listening on port {running.port}", flush=True)
+    print(f"{name} listening on port {running.port} ({running.host})", flush=True)
     stop.wait()
     log.info("%s received signal %d, draining", name, stop.signum)
     running.stop()

@@ -46,6 +46,14 @@ class Seaweed:
     secret_key: str
     log_path: Path
 
+    def ready(self, timeout: float = 1.0) -> bool:
+        """True when the S3 gateway answers (any answer below 500: an unsigned request gets 403)."""
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=2 * timeout), retries=False)
+        try:
+            return bool(http.request("GET", f"http://{self.endpoint}/").status < 500)
+        except urllib3.exceptions.HTTPError:
+            return False
+
     def stop(self, grace: float = 3.0) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds: SeaweedFS is slow to stop."""
         if self.proc.poll() is not None:
@@ -58,8 +66,9 @@ class Seaweed:
             self.proc.wait(10)
 
 
-def start(data_dir: Path, access_key: str, secret_key: str, s3_port: int = 0, timeout: float = 60.0) -> Seaweed:
-    """Start `weed server` with S3 on loopback and wait until it answers S3 requests."""
+def start(data_dir: Path, access_key: str, secret_key: str, s3_port: int = 0, timeout: float = 60.0,
+          wait: bool = True) -> Seaweed:
+    """Start `weed server` with S3 on loopback and (unless `wait` is false) wait until it answers S3 requests."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "weed").mkdir(exist_ok=True)
     conf = data_dir / "s3-identities.json"
@@ -95,17 +104,14 @@ def start(data_dir: Path, access_key: str, secret_key: str, s3_port: int = 0, ti
                             preexec_fn=procs.own_session_tied_to_parent(signal.SIGTERM))
     log.close()
     server = Seaweed(proc, f"127.0.0.1:{s3_port}", access_key, secret_key, log_path)
-    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
+    if not wait:
+        return server
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"SeaweedFS exited with {proc.returncode}; see {log_path}")
-        try:
-            # Any S3 answer (403 for an unsigned request) means the gateway is up.
-            if http.request("GET", f"http://{server.endpoint}/").status < 500:
-                return server
-        except urllib3.exceptions.HTTPError:
-            pass
+        if server.ready():
+            return server
         time.sleep(0.2)
     server.stop(0)
     raise RuntimeError(f"SeaweedFS did not start within {timeout:.0f}s; see {log_path}")

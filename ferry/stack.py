@@ -3,9 +3,20 @@
 Starts a local S3 server (unless FERRY_S3_ENDPOINT names one), then the catalog,
 importer and exporter gRPC services and the gateway, each as a child process in
 its own session, waits for each to report healthy, prints where each listens, and
-on Ctrl-C or SIGTERM stops them in reverse order (gateway first, object store
-last), escalating to SIGKILL only after a grace period. If any child dies, the
-rest are stopped and the exit code is non-zero.
+then supervises them: a child that exits without being asked is restarted after a
+back-off (1, 2, 4, 8 s, then 8 s), its exit code or signal logged; a child that dies
+5 times within 60 s stops the stack (exit code 1), which prints its name, how it
+ended and its last log lines. On Ctrl-C or SIGTERM everything stops in reverse
+order (gateway first, object store last), escalating to SIGKILL only after a grace
+period. The pids are kept in $FERRY_DATA_DIR/run/pids.json while it runs.
+
+Why a loop of our own rather than a process supervisor library: supervisord is a
+daemon driven by ini files and XML-RPC whose retry policy counts failed *starts*
+(a service that ran and then died is restarted forever), and circus brings its
+own arbiter, ZeroMQ and signal handling; neither starts the services in order
+behind health checks, ties each child to this process's life (PR_SET_PDEATHSIG)
+or keeps the signal-as-a-flag main loop. What is needed here is ~80 lines:
+`Backoff` (the policy, unit-tested on its own) and `Stack.supervise` (one pass).
 """
 
 from __future__ import annotations
@@ -18,8 +29,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import urllib3
@@ -44,6 +58,8 @@ class StackConfig:
     importer_addr: str
     exporter_addr: str
     grace: float
+    # The services' gRPC listen address: loopback only on a dev machine unless the operator says otherwise.
+    grpc_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -56,6 +72,7 @@ class StackConfig:
             importer_addr=c.get_str("FERRY_IMPORTER_ADDR", "localhost:50052"),
             exporter_addr=c.get_str("FERRY_EXPORTER_ADDR", "localhost:50053"),
             grace=c.get_float("FERRY_SHUTDOWN_GRACE_SECONDS", 20.0),
+            grpc_host=c.get_str("FERRY_GRPC_HOST", "127.0.0.1"),
         )
 
 
@@ -74,11 +91,107 @@ def _port(addr: str) -> int:
     return int(addr.rsplit(":", 1)[1])
 
 
+def how_it_ended(returncode: int) -> str:
+    """`exited with code 3` / `killed by SIGKILL` (Popen gives -N for death by signal N)."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def last_lines(path: Path, n: int = 20) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 64 * 1024))
+            return "\n".join(fh.read().decode("utf-8", "replace").splitlines()[-n:])
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+
+
+@dataclass
+class Backoff:
+    """Restart policy of one supervised process.
+
+    The n-th death within `window` seconds waits `first * 2**(n-1)` seconds (capped at `cap`) before the
+    restart; the `max_deaths`-th gives up. A process that stays up for `window` seconds starts afresh at `first`.
+    """
+
+    first: float = 1.0
+    cap: float = 8.0
+    max_deaths: int = 5
+    window: float = 60.0
+    deaths: deque[float] = field(default_factory=deque)
+
+    def died(self, now: float) -> float | None:
+        """Record a death at `now`: seconds to wait before restarting, or None when it keeps dying."""
+        self.deaths.append(now)
+        while self.deaths and self.deaths[0] <= now - self.window:
+            self.deaths.popleft()
+        if len(self.deaths) >= self.max_deaths:
+            return None
+        return float(min(self.cap, self.first * 2 ** (len(self.deaths) - 1)))
+
+
+class Process(Protocol):
+    """What the supervisor needs of a child process (subprocess.Popen; a fake in unit tests)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
 @dataclass
 class Child:
     name: str
-    proc: subprocess.Popen[bytes]
     where: str
+    launch: Callable[[], Process]  # starts it (again); does not wait for it to be ready
+    ready: Callable[[], bool]  # one quick health probe
+    log_path: Path
+    stop_grace: float = 25.0
+    proc: Process | None = None
+    restarts: Backoff = field(default_factory=Backoff)
+    restart_at: float | None = None  # dead, to be started again at this time
+    restarted_at: float | None = None  # started again at this time, not healthy yet
+    last_exit: str = ""
+
+    def start(self) -> Process:
+        self.proc = self.launch()
+        return self.proc
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+def grpc_ready(target: str, timeout: float = 0.5) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""),
+                                                              timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def http_ready(url: str, timeout: float = 1.0) -> bool:
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=5.0), retries=False)
+    try:
+        return bool(http.request("GET", url).status == 200)
+    except urllib3.exceptions.HTTPError:
+        return False
 
 
 @dataclass
@@ -106,102 +219,156 @@ class Stack:
         env["FERRY_IMPORTER_ADDR"] = self.cfg.importer_addr
         env["FERRY_EXPORTER_ADDR"] = self.cfg.exporter_addr
         env["FERRY_GATEWAY_PORT"] = str(self.cfg.gateway_port)
+        env["FERRY_GRPC_HOST"] = self.cfg.grpc_host
         if self.store is not None:
             env["FERRY_S3_ENDPOINT"] = f"http://{self.store.endpoint}"
             env["FERRY_S3_ACCESS_KEY"] = self.store.access_key
             env["FERRY_S3_SECRET_KEY"] = self.store.secret_key
         return env
 
-    def spawn(self, name: str, module: str, where: str, extra: dict[str, str] | None = None) -> Child:
+    def _log_path(self, name: str) -> Path:
+        return self.cfg.data_dir / "logs" / f"{name}.log"
+
+    def _popen(self, name: str, module: str, extra: dict[str, str]) -> Process:
         env = self.child_env()
-        env.update(extra or {})
-        log = open(self.cfg.data_dir / "logs" / f"{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", module], env=env, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, preexec_fn=procs.own_session_tied_to_parent())
-        log.close()
-        child = Child(name, proc, where)
+        env.update(extra)
+        log = open(self._log_path(name), "ab")
+        try:
+            return subprocess.Popen([sys.executable, "-m", module], env=env, cwd=ROOT, stdout=log,
+                                    stderr=subprocess.STDOUT, preexec_fn=procs.own_session_tied_to_parent())
+        finally:
+            log.close()
+
+    def spawn(self, name: str, module: str, where: str, ready: Callable[[], bool],
+              extra: dict[str, str] | None = None) -> Child:
+        child = Child(name, where, lambda: self._popen(name, module, extra or {}), ready, self._log_path(name),
+                      stop_grace=self.cfg.grace + 5)
+        child.start()
         self.children.append(child)
         return child
+
+    def _launch_store(self) -> Process:
+        """Start (or start again, on the same port with the same keys) the local SeaweedFS."""
+        access, secret = self.local_s3_credentials()
+        port = _port(self.store.endpoint) if self.store is not None else self.cfg.local_s3_port
+        self.store = seaweed.start(self.cfg.data_dir / "s3", access, secret, s3_port=port, wait=False)
+        return self.store.proc
 
     def start(self) -> None:
         (self.cfg.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         if not self.cfg.s3_endpoint:
-            access, secret = self.local_s3_credentials()
             print(f"starting local object store (SeaweedFS) on 127.0.0.1:{self.cfg.local_s3_port} ...", flush=True)
-            self.store = seaweed.start(self.cfg.data_dir / "s3", access, secret, s3_port=self.cfg.local_s3_port)
-        catalog = self.spawn("catalog", "services.catalog", self.cfg.catalog_addr,
-                             {"FERRY_GRPC_PORT": str(_port(self.cfg.catalog_addr))})
-        self.wait_grpc(catalog)
-        for name, addr in (("importer", self.cfg.importer_addr), ("exporter", self.cfg.exporter_addr)):
-            extra = {"FERRY_GRPC_PORT": str(_port(addr))}
-            if name == "importer" and not os.environ.get("FERRY_TOKEN_KEY"):
-                extra["FERRY_TOKEN_KEY"] = self.local_token_key()
-            self.spawn(name, f"services.{name}", addr, extra)
-        for child in self.children[1:]:
-            self.wait_grpc(child)
+            store = Child("object store", "", self._launch_store, lambda: self.store is not None and self.store.ready(),
+                          self.cfg.data_dir / "s3" / "weed.log", stop_grace=15.0)
+            store.start()
+            assert self.store is not None
+            store.where = f"http://{self.store.endpoint}  (bucket from FERRY_S3_BUCKET)"
+            self.children.append(store)
+            self.wait_ready(store)
+
+        def grpc_child(name: str, addr: str, extra: dict[str, str]) -> Child:
+            target = addr.replace("localhost", "127.0.0.1")
+            return self.spawn(name, f"services.{name}", addr, lambda: grpc_ready(target),
+                              {"FERRY_GRPC_PORT": str(_port(addr)), **extra})
+
+        self.wait_ready(grpc_child("catalog", self.cfg.catalog_addr, {}))
+        token = {} if os.environ.get("FERRY_TOKEN_KEY") else {"FERRY_TOKEN_KEY": self.local_token_key()}
+        services = [grpc_child("importer", self.cfg.importer_addr, token),
+                    grpc_child("exporter", self.cfg.exporter_addr, {})]
+        for child in services:
+            self.wait_ready(child)
         # The seeds' web clients run on these dev servers (Vite :5173, create-react-app :3000) and call :8000.
         cors = {} if os.environ.get("FERRY_CORS_ORIGINS") else {"FERRY_CORS_ORIGINS": LOCAL_DEV_ORIGINS}
-        gateway = self.spawn("gateway", "gateway", f"http://localhost:{self.cfg.gateway_port}", cors)
-        self.wait_http(gateway, f"http://127.0.0.1:{self.cfg.gateway_port}/healthz")
+        url = f"http://127.0.0.1:{self.cfg.gateway_port}/healthz"
+        gateway = self.spawn("gateway", "gateway", f"http://localhost:{self.cfg.gateway_port}",
+                             lambda: http_ready(url), cors)
+        self.wait_ready(gateway)
 
-    def _check_alive(self, child: Child) -> None:
-        if child.proc.poll() is not None:
-            raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}; "
-                               f"see {self.cfg.data_dir / 'logs' / (child.name + '.log')}")
-
-    def wait_grpc(self, child: Child, timeout: float = 60.0) -> None:
-        target = child.where.replace("localhost", "127.0.0.1")
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                self._check_alive(child)
-                try:
-                    resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.2)
-        raise RuntimeError(f"{child.name} did not become healthy on {child.where} within {timeout:.0f}s")
-
-    def wait_http(self, child: Child, url: str, timeout: float = 60.0) -> None:
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=5.0), retries=False)
+    def wait_ready(self, child: Child, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive(child)
-            try:
-                if http.request("GET", url).status == 200:
-                    return
-            except urllib3.exceptions.HTTPError:
-                pass
+            assert child.proc is not None
+            if (code := child.proc.poll()) is not None:
+                raise RuntimeError(f"{child.name} {how_it_ended(code)}; see {child.log_path}")
+            if child.ready():
+                return
             time.sleep(0.2)
-        raise RuntimeError(f"{child.name} did not become healthy at {url} within {timeout:.0f}s")
+        raise RuntimeError(f"{child.name} did not become healthy on {child.where} within {timeout:.0f}s")
+
+    def _died(self, child: Child, now: float, how: str) -> bool:
+        """Schedule a restart after the back-off; False when the child keeps dying."""
+        child.last_exit = how
+        child.restarted_at = None
+        delay = child.restarts.died(now)
+        deaths = f"{len(child.restarts.deaths)} time(s) within {child.restarts.window:.0f}s"
+        if delay is None:
+            print(f"{child.name} {how}; it died {deaths}: giving up.\n"
+                  f"last lines of {child.log_path}:\n{last_lines(child.log_path)}", flush=True)
+            return False
+        print(f"{child.name} {how} (died {deaths}); restarting it in {delay:.0f}s", flush=True)
+        child.restart_at = now + delay
+        return True
+
+    def supervise(self, now: float) -> Child | None:
+        """One pass over the children: notice deaths, restart those whose back-off is over, report recoveries.
+        Returns the child that keeps dying, if one does (the stack then stops)."""
+        for child in self.children:
+            assert child.proc is not None
+            if child.restart_at is None:
+                code = child.proc.poll()
+                if code is not None:
+                    if not self._died(child, now, f"(pid {child.proc.pid}) {how_it_ended(code)}"):
+                        return child
+                elif child.restarted_at is not None and child.ready():
+                    print(f"{child.name} is healthy again, {now - child.restarted_at:.1f}s after its restart",
+                          flush=True)
+                    child.restarted_at = None
+            elif now >= child.restart_at:
+                child.restart_at = None
+                try:
+                    child.start()
+                except (OSError, RuntimeError) as exc:
+                    if not self._died(child, now, f"could not be started: {exc}"):
+                        return child
+                    continue
+                child.restarted_at = now
+                print(f"restarted {child.name} (pid {child.pid})", flush=True)
+                self.write_pids()
+        return None
+
+    @property
+    def pids_path(self) -> Path:
+        return self.cfg.data_dir / "run" / "pids.json"
+
+    def write_pids(self) -> None:
+        """{"stack": pid, "<child>": pid, ...} for operators and tests; replaced atomically."""
+        pids = {"stack": os.getpid(), **{ch.name: ch.pid for ch in self.children if ch.proc is not None}}
+        self.pids_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.pids_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pids) + "\n")
+        tmp.replace(self.pids_path)
 
     def stop(self) -> None:
         """Reverse order: nothing calls a service after it is gone."""
         for child in reversed(self.children):
-            if child.proc.poll() is None:
+            if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
                 try:
-                    child.proc.wait(self.cfg.grace + 5)
+                    child.proc.wait(child.stop_grace)
                 except subprocess.TimeoutExpired:
                     print(f"{child.name} did not stop in time; killing it", flush=True)
                     child.proc.kill()
                     child.proc.wait(10)
-        if self.store is not None:
-            self.store.stop(grace=15.0)
+        self.pids_path.unlink(missing_ok=True)
 
     def describe(self) -> str:
         lines = ["Ferry is running:"]
-        if self.store is not None:
-            lines.append(f"  object store  http://{self.store.endpoint}  (bucket from FERRY_S3_BUCKET)")
-        else:
+        if self.store is None:
             lines.append(f"  object store  {self.cfg.s3_endpoint}")
         for child in self.children:
-            lines.append(f"  {child.name:<13} {child.where}  (pid {child.proc.pid})")
+            lines.append(f"  {child.name:<13} {child.where}  (pid {child.pid})")
         lines.append(f"  API docs      http://localhost:{self.cfg.gateway_port}/docs")
-        lines.append(f"  data          {self.cfg.data_dir}   logs: {self.cfg.data_dir / 'logs'}")
+        lines.append(f"  data          {self.cfg.data_dir}   logs: {self.cfg.data_dir / 'logs'}   pids: {self.pids_path}")
         lines.append("Press Ctrl-C to stop.")
         return "\n".join(lines)
 
@@ -215,12 +382,12 @@ def main() -> int:
     code = 0
     try:
         stack.start()
+        stack.write_pids()
         print(stack.describe(), flush=True)
         while not stop.wait(0.5):
-            failed = [child for child in stack.children if child.proc.poll() is not None]
-            if failed:
-                for child in failed:
-                    print(f"{child.name} exited unexpectedly (code {child.proc.returncode}); stopping", flush=True)
+            failed = stack.supervise(time.monotonic())
+            if failed is not None:
+                print(f"{failed.name} keeps dying ({failed.last_exit}); stopping Ferry", flush=True)
                 code = 1
                 break
     except Exception as exc:  # noqa: BLE001 - reported, then everything is stopped

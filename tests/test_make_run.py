@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import httpx
@@ -24,6 +25,7 @@ from ferry.procs import own_session_tied_to_parent
 from ferry.seaweed import free_port
 from ferry.storage import ObjectStore
 from tests.fixtures.catalog import put_dataset
+from tests.test_grpcserver import listen_addresses
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +62,10 @@ def make_run(env: dict[str, str], log_path: Path) -> Iterator[str]:
             assert name in output
         yield f"http://127.0.0.1:{port}"
     finally:
+        try:  # services the stack restarted meanwhile must be gone afterwards too
+            started |= {p.pid for p in psutil.Process(make.pid).children(recursive=True)}
+        except psutil.Error:
+            pass
         os.killpg(make.pid, signal.SIGTERM)
         hung = ""
         try:
@@ -99,23 +105,28 @@ def _why_hung(make_pid: int) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.timeout(600)
-def test_make_run_serves_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
+def _stack_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     for var in ("FERRY_S3_ENDPOINT", "FERRY_S3_ACCESS_KEY", "FERRY_S3_SECRET_KEY", "FERRY_API_KEYS",
-                "FERRY_S3_BUCKET"):
+                "FERRY_S3_BUCKET", "FERRY_GRPC_HOST", "FERRY_GRPC_REFLECTION"):
         env.pop(var, None)
-    data = tmp_path / "data"
-    s3_port = free_port()
     env.update({
-        "FERRY_DATA_DIR": str(data),
+        "FERRY_DATA_DIR": str(tmp_path / "data"),
         "FERRY_GATEWAY_PORT": str(free_port()),
-        "FERRY_LOCAL_S3_PORT": str(s3_port),
+        "FERRY_LOCAL_S3_PORT": str(free_port()),
         "FERRY_CATALOG_ADDR": f"127.0.0.1:{free_port()}",
         "FERRY_IMPORTER_ADDR": f"127.0.0.1:{free_port()}",
         "FERRY_EXPORTER_ADDR": f"127.0.0.1:{free_port()}",
         "FERRY_SHUTDOWN_GRACE_SECONDS": "5",
     })
+    return env
+
+
+@pytest.mark.timeout(600)
+def test_make_run_serves_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
+    env = _stack_env(tmp_path)
+    data = tmp_path / "data"
+    s3_port = int(env["FERRY_LOCAL_S3_PORT"])
     rows = [{"prompt": f"question {i} «é»", "completion": f"answer {i}"} for i in range(300)]
 
     with make_run(env, tmp_path / "run1.log") as url:
@@ -141,3 +152,97 @@ def test_make_run_serves_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
         page = httpx.get(f"{url}/api/datasets/{dataset.id}/examples", params={"offset": 290, "limit": 50},
                          timeout=10).json()
         assert page["total"] == 300 and page["examples"] == rows[290:]
+
+
+def _import_file(url: str, path: Path) -> str:
+    r = httpx.post(f"{url}/api/huggingface/import", timeout=30, json={
+        "dataset_name": str(path), "training_type": "SL", "field_mappings": {"prompt": "q", "completion": "a"}})
+    assert r.status_code in (200, 202), r.text
+    return str(r.json()["import_id"])
+
+
+@pytest.mark.timeout(600)
+def test_make_run_restarts_a_killed_service_and_imports_complete(tmp_path: Path) -> None:
+    """kill -9 of the importer: the stack restarts it (gRPC ports stay loopback-only), the gateway answers
+    again, the import running at the kill resumes from its checkpoint and a new one completes."""
+    env = _stack_env(tmp_path)
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    env.update({
+        "FERRY_LOCAL_SOURCE_DIRS": str(sources),
+        # A job whose worker died is marked stalled after 3 s and picked up within 1 s by the new importer.
+        "FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS": "3",
+        "FERRY_IMPORT_RESUME_SCAN_SECONDS": "1",
+        "FERRY_IMPORT_PART_BYTES": str(5 * 1024 * 1024),
+        "FERRY_IMPORT_WAIT_SECONDS": "0",
+    })
+    big, small = sources / "big.jsonl", sources / "small.jsonl"
+    big.write_text("".join(json.dumps({"q": f"question {n} " + "x" * 200, "a": f"answer {n}"}) + "\n"
+                           for n in range(150_000)))
+    small.write_text("".join(json.dumps({"q": f"q{n}", "a": f"a{n}"}) + "\n" for n in range(50)))
+    pids_file = tmp_path / "data" / "run" / "pids.json"
+    log_path = tmp_path / "run.log"
+    with make_run(env, log_path) as url:
+        # make run keeps the gRPC ports on loopback (FERRY_GRPC_HOST=127.0.0.1 for its children).
+        for var in ("FERRY_CATALOG_ADDR", "FERRY_IMPORTER_ADDR", "FERRY_EXPORTER_ADDR"):
+            port = int(env[var].rsplit(":", 1)[1])
+            assert listen_addresses(port) == {"127.0.0.1"}, (var, listen_addresses(port))
+        pids = json.loads(pids_file.read_text())
+        assert set(pids) == {"stack", "object store", "catalog", "importer", "exporter", "gateway"}
+        before = _import_file(url, big)
+        # Kill it while the import runs (or right after it queued).
+        deadline, status = time.monotonic() + 30, "queued"
+        while time.monotonic() < deadline:
+            status = httpx.get(f"{url}/api/huggingface/import-progress/{before}", timeout=10).json()["status"]
+            if status != "queued":
+                break
+            time.sleep(0.1)
+        killed = time.monotonic()
+        os.kill(pids["importer"], signal.SIGKILL)
+        print(f"import {before} was {status} at the kill")
+
+        # The stack restarts the importer (new pid) and the gateway is healthy again.
+        deadline = killed + 60
+        back = None
+        while time.monotonic() < deadline:
+            now_pids = json.loads(pids_file.read_text())
+            if now_pids["importer"] != pids["importer"]:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        back = time.monotonic() - killed
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        assert back is not None, f"gateway not healthy again within 60 s of the kill:\n{log_path.read_text()}"
+        print(f"healthz 200 again {back:.1f}s after kill -9 of the importer")
+        assert now_pids["catalog"] == pids["catalog"] and now_pids["gateway"] == pids["gateway"]
+        assert psutil.pid_exists(now_pids["importer"])
+        output = log_path.read_text()
+        assert f"importer (pid {pids['importer']}) killed by SIGKILL" in output
+        assert f"restarted importer (pid {now_pids['importer']})" in output
+        for var in ("FERRY_IMPORTER_ADDR",):
+            assert listen_addresses(int(env[var].rsplit(":", 1)[1])) == {"127.0.0.1"}
+
+        after = _import_file(url, small)
+        results: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(results) < 2:
+            for import_id in (before, after):
+                body = httpx.get(f"{url}/api/huggingface/import-progress/{import_id}", timeout=10).json()
+                if body["status"] in ("complete", "error", "cancelled"):
+                    results[import_id] = body
+            time.sleep(0.5)
+        assert len(results) == 2, f"imports did not finish: {results}\n{log_path.read_text()}"
+        print(f"both imports finished {time.monotonic() - killed:.1f}s after the kill")
+        assert results[before]["status"] == "complete", results[before]
+        assert results[after]["status"] == "complete", results[after]
+        for import_id, rows in ((before, 150_000), (after, 50)):
+            ds = httpx.get(f"{url}/api/datasets/{results[import_id]['dataset_id']}", timeout=10).json()
+            page = httpx.get(f"{url}/api/datasets/{ds['id']}/examples", params={"offset": rows - 1, "limit": 5},
+                             timeout=10).json()
+            assert page["total"] == rows, page
+        if status in ("downloading", "converting"):  # killed mid-import: the restarted importer took it over from its checkpoint
+            importer_log = (tmp_path / "data" / "logs" / "importer.log").read_text()
+            assert f"job {before}: resuming from its checkpoint" in importer_log
+    assert not pids_file.exists()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferry import config as c
@@ -18,6 +18,7 @@ class CatalogConfig:
     grpc_workers: int
     shutdown_grace: float
     s3: S3Config
+    grpc: c.GrpcConfig = field(default_factory=c.GrpcConfig)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> CatalogConfig:
@@ -41,4 +42,5 @@ class CatalogConfig:
             grpc_workers=c.get_int("FERRY_GRPC_WORKERS", 64, env, minimum=8),
             shutdown_grace=grace,
             s3=S3Config.from_env(env),
+            grpc=c.GrpcConfig.from_env(env),
         )

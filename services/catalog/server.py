@@ -48,7 +48,8 @@ class CatalogServer:
 
 
 def start(cfg: CatalogConfig, store: ObjectStore | None = None, port: int | None = None,
-          host: str = "0.0.0.0", storage_timeout: float = 15.0) -> CatalogServer:
+          host: str | None = None, storage_timeout: float = 15.0) -> CatalogServer:
+    """`host`/`port` override the configured ones (tests bind 127.0.0.1:0)."""
     store = store or ObjectStore(cfg.s3)
     ensure_bucket(store, storage_timeout)
     catalog = Catalog(cfg.db_path, store, cfg.heartbeat_timeout,
@@ -59,9 +60,10 @@ def start(cfg: CatalogConfig, store: ObjectStore | None = None, port: int | None
             [grpcserver.Registration(catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
                                      CatalogServicer(catalog), SERVICE_NAME)],
             cfg.grpc_port if port is None else port,
-            host=host,
+            host=cfg.grpc.host if host is None else host,
             workers=cfg.grpc_workers,
             grace=cfg.shutdown_grace,
+            reflection_enabled=cfg.grpc.reflection,
         )
     except BaseException:
         catalog.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ferry import config as c
 
@@ -29,10 +29,11 @@ class ExporterConfig:
     batch_bytes: int = 4 * 1024 * 1024
     # Processes that tokenise an openai export's validation report (each holds a ~200 MB tokenizer).
     report_processes: int = 2
+    grpc: c.GrpcConfig = field(default_factory=c.GrpcConfig)
 
     def __repr__(self) -> str:
         return (f"ExporterConfig(port={self.grpc_port}, catalog={self.catalog_addr}, bucket={self.s3.bucket}, "
-                f"workers={self.workers}, poll={self.poll_seconds}s)")
+                f"workers={self.workers}, poll={self.poll_seconds}s, {self.grpc})")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExporterConfig:
@@ -49,4 +50,5 @@ class ExporterConfig:
             heartbeat_seconds=c.get_float("FERRY_EXPORT_HEARTBEAT_SECONDS", 3.0, env),
             batch_bytes=c.get_int("FERRY_EXPORT_BATCH_BYTES", 4 * 1024 * 1024, env, minimum=65536),
             report_processes=c.get_int("FERRY_EXPORT_REPORT_PROCESSES", 2, env, minimum=1),
+            grpc=c.GrpcConfig.from_env(env),
         )

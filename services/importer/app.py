@@ -66,7 +66,8 @@ def start(cfg: ImporterConfig, port: int | None = None) -> Importer:
     core = ImporterCore(hub, catalog, pool, cfg.local_source_dirs)
     running = serve([Registration(importer_pb2_grpc.add_ImporterServiceServicer_to_server, ImporterServicer(core),
                                   SERVICE_NAME)], cfg.grpc_port if port is None else port,
-                    workers=cfg.grpc_workers, grace=cfg.shutdown_grace)
+                    host=cfg.grpc.host, workers=cfg.grpc_workers, grace=cfg.shutdown_grace,
+                    reflection_enabled=cfg.grpc.reflection)
 
     def shutdown() -> None:
         pool.stop()

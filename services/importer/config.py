@@ -27,11 +27,12 @@ class ImporterConfig:
     # Seals per-request HF tokens into the job record so another replica can resume the job (tokens.py).
     token_key: c.Secret = field(default_factory=lambda: c.Secret(""))
     worker_id: str = field(default="")
+    grpc: c.GrpcConfig = field(default_factory=c.GrpcConfig)
 
     def __repr__(self) -> str:
         return (f"ImporterConfig(port={self.grpc_port}, catalog={self.catalog_addr}, hub={self.hf_endpoint}, "
                 f"hub credentials {'configured' if self.hf_token else 'not configured'}, workers={self.workers}, "
-                f"local_source_dirs={self.local_source_dirs})")
+                f"local_source_dirs={self.local_source_dirs}, {self.grpc})")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, with_s3: bool = True) -> ImporterConfig:
@@ -48,6 +49,7 @@ class ImporterConfig:
             resume_scan_seconds=c.get_float("FERRY_IMPORT_RESUME_SCAN_SECONDS", 10.0, env),
             part_bytes=c.get_int("FERRY_IMPORT_PART_BYTES", 16 * 1024 * 1024, env, minimum=5 * 1024 * 1024),
             token_key=_token_key(c.get_str("FERRY_TOKEN_KEY", "", env)),
+            grpc=c.GrpcConfig.from_env(env),
         )
 
 
