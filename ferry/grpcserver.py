@@ -172,7 +172,7 @@ def serve(
 def run_until_signalled(running: RunningServer, name: str) -> None:
     """Block until SIGTERM/SIGINT, then drain gracefully."""
     stop = procs.StopSignals()
-    print(f"{name} listening on port {running.port} ({running.host})", flush=True)
+    print(f"{name} listening on {running.host} port {running.port}", flush=True)
     stop.wait()
     log.info("%s received signal %d, draining", name, stop.signum)
     running.stop()

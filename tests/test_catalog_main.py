@@ -35,7 +35,7 @@ def test_main_serves_and_drains_on_sigterm(s3_env: dict[str, str], tmp_path: Pat
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         line = _read_line(proc, 30)
-        assert line.startswith("catalog listening on port "), line
+        assert line.startswith("catalog listening on ") and " port " in line, line
         port = int(line.rsplit(" ", 1)[1])
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)

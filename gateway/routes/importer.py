@@ -154,12 +154,13 @@ class SuggestIn(BaseModel):
         return _check_tt(v) or _missing_tt()
 
 
-class PreviewIn(BaseModel):
+class _MappedIn(BaseModel):
+    """What preview and import share: the source, and the mapping in either shape with its training type."""
+
     dataset_name: DatasetName
     split: SplitName | None = None
     subset: SplitName | None = None
     config: SplitName | None = None
-    num_samples: int = Field(10, ge=1, le=100)
     field_mappings: dict[str, str] | list[FieldMappingIn] | None = Field(None, description=MAPPINGS_DOC)
     training_type: str | None = Field(None, max_length=lim.MAX_WORD, description="SL, DPO or CHAT; inferred from "
                                       "the mapping's targets when absent")
@@ -175,15 +176,12 @@ class PreviewIn(BaseModel):
         return _check_tt(v)
 
 
-class ImportIn(BaseModel):
-    dataset_name: DatasetName
-    split: SplitName | None = None
+class PreviewIn(_MappedIn):
+    num_samples: int = Field(10, ge=1, le=100)
+
+
+class ImportIn(_MappedIn):
     splits: list[SplitName] | None = Field(None, max_length=lim.MAX_ENTRIES)
-    subset: SplitName | None = None
-    config: SplitName | None = None
-    training_type: str | None = Field(None, max_length=lim.MAX_WORD, description="SL, DPO or CHAT; inferred from "
-                                      "the mapping's targets when absent")
-    field_mappings: dict[str, str] | list[FieldMappingIn] | None = Field(None, description=MAPPINGS_DOC)
     filters: list[dict[str, Any]] | None = Field(None, description="Row filters: not supported yet; an empty "
                                                                    "list is accepted")
     max_samples: int | None = Field(None, gt=0, le=lim.INT64_MAX)
@@ -191,16 +189,6 @@ class ImportIn(BaseModel):
     revision: str | None = Field(None, max_length=lim.MAX_NAME)
     wait_seconds: int | None = Field(None, ge=0, le=600, description="Hold the answer until the import ends, "
                                      "at most this long (default FERRY_IMPORT_WAIT_SECONDS; 0 answers at once)")
-
-    @field_validator("training_type")
-    @classmethod
-    def _training_type(cls, v: str | None) -> str | None:
-        return _check_tt(v)
-
-    @field_validator("field_mappings", mode="before")
-    @classmethod
-    def _mappings(cls, v: Any) -> Any:
-        return mappings_dict(v)
 
     @field_validator("filters")
     @classmethod
