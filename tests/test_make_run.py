@@ -133,6 +133,12 @@ def test_make_run_serves_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
         resp = httpx.get(f"{url}/api/datasets", timeout=10)
         assert resp.status_code == 200, resp.text
         assert resp.json()["datasets"] == []
+        # The seeds' web clients on their dev servers may call it (FERRY_CORS_ORIGINS defaults under make run).
+        for origin in ("http://localhost:5173", "http://localhost:3000"):
+            pre = httpx.options(f"{url}/api/datasets/", timeout=10, headers={
+                "Origin": origin, "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "x-api-key"})
+            assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == origin, pre.headers
         # A dataset made the way the importer makes one: objects in the local store, record in the catalog.
         creds = json.loads((data / "s3" / "credentials.json").read_text())
         store = ObjectStore(S3Config.from_env({
