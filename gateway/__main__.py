@@ -7,6 +7,7 @@ import uvicorn
 from ferry import logs
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.limits import MAX_HEAD_BYTES
 
 
 def main() -> None:
@@ -14,7 +15,8 @@ def main() -> None:
     cfg = GatewayConfig.from_env()
     app = create_app(cfg)
     print(f"gateway listening on http://{cfg.host}:{cfg.port}", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=10)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=10,
+                h11_max_incomplete_event_size=MAX_HEAD_BYTES)
 
 
 if __name__ == "__main__":

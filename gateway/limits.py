@@ -43,6 +43,10 @@ MAX_HF_TOKEN = 512
 # message and its parameters) is well under 100 KiB; 1 MiB leaves room without letting a client make the
 # gateway buffer an unbounded body. Past it: 413, answered before the rest of the body is read.
 MAX_BODY_BYTES = 1024 * 1024
+# Largest request line plus headers h11 buffers. Its 16 KiB default refuses (400, then a reset that can race
+# the answer) a GET /api/datasets/{id}/export whose query carries a system_message near MAX_TEXT, percent-encoded;
+# the same bound as a body keeps both forms of the request valid.
+MAX_HEAD_BYTES = MAX_BODY_BYTES
 
 DatasetIdPath = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX, description="Dataset id")]
 JobIdPath = Annotated[str, Path(max_length=MAX_JOB_ID)]
