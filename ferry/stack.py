@@ -43,8 +43,6 @@ from ferry import config as c
 from ferry import procs, seaweed
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
 LOCAL_DEV_ORIGINS = ",".join(f"http://{host}:{port}" for port in (5173, 3000) for host in ("localhost", "127.0.0.1"))
 
 
@@ -60,6 +58,9 @@ class StackConfig:
     grace: float
     # The services' gRPC listen address: loopback only on a dev machine unless the operator says otherwise.
     grpc_host: str = "127.0.0.1"
+    # Browser origins the gateway serves: the seeds' web clients' dev servers (Vite :5173, create-react-app
+    # :3000) unless the operator says otherwise.
+    cors_origins: str = LOCAL_DEV_ORIGINS
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -73,6 +74,7 @@ class StackConfig:
             exporter_addr=c.get_str("FERRY_EXPORTER_ADDR", "localhost:50053"),
             grace=c.get_float("FERRY_SHUTDOWN_GRACE_SECONDS", 20.0),
             grpc_host=c.get_str("FERRY_GRPC_HOST", "127.0.0.1"),
+            cors_origins=c.get_str("FERRY_CORS_ORIGINS", LOCAL_DEV_ORIGINS),
         )
 
 
@@ -220,6 +222,7 @@ class Stack:
         env["FERRY_EXPORTER_ADDR"] = self.cfg.exporter_addr
         env["FERRY_GATEWAY_PORT"] = str(self.cfg.gateway_port)
         env["FERRY_GRPC_HOST"] = self.cfg.grpc_host
+        env["FERRY_CORS_ORIGINS"] = self.cfg.cors_origins
         if self.store is not None:
             env["FERRY_S3_ENDPOINT"] = f"http://{self.store.endpoint}"
             env["FERRY_S3_ACCESS_KEY"] = self.store.access_key
@@ -277,11 +280,9 @@ class Stack:
                     grpc_child("exporter", self.cfg.exporter_addr, {})]
         for child in services:
             self.wait_ready(child)
-        # The seeds' web clients run on these dev servers (Vite :5173, create-react-app :3000) and call :8000.
-        cors = {} if os.environ.get("FERRY_CORS_ORIGINS") else {"FERRY_CORS_ORIGINS": LOCAL_DEV_ORIGINS}
         url = f"http://127.0.0.1:{self.cfg.gateway_port}/healthz"
         gateway = self.spawn("gateway", "gateway", f"http://localhost:{self.cfg.gateway_port}",
-                             lambda: http_ready(url), cors)
+                             lambda: http_ready(url))
         self.wait_ready(gateway)
 
     def wait_ready(self, child: Child, timeout: float = 60.0) -> None:

@@ -131,9 +131,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
-
-    def _too_large(self) -> HTTPException:
-        return HTTPException(status_code=413, detail=f"the request body is larger than {self.max_bytes} bytes")
+        self.detail = f"the request body is larger than {max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,7 +144,7 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    response = JSONResponse(status_code=413, content=status_body(413, self._too_large().detail),
+                    response = JSONResponse(status_code=413, content=status_body(413, self.detail),
                                             headers={"Connection": "close"})
                     await response(scope, receive, send)
                     return
@@ -159,7 +157,7 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     # FastAPI passes an HTTPException raised while it reads the body on to the app's handler.
-                    raise self._too_large()
+                    raise HTTPException(status_code=413, detail=self.detail)
             return message
 
         await self.app(scope, limited, send)

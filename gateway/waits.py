@@ -7,13 +7,11 @@ thread limiters, apart from the pool that serves every other route.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import grpc
 from fastapi import Request
-
-T = TypeVar("T")
 
 # Requests holding a thread while they wait, per kind; past this an import answers at once (202) and a
 # download waits for a free place.
@@ -47,5 +45,6 @@ def limiter(request: Request, kind: str) -> anyio.CapacityLimiter:
     return limiters[kind]
 
 
-async def in_thread(request: Request, kind: str, fn: Callable[..., T], *args: Any) -> T:
-    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter(request, kind))
+async def last_within(request: Request, kind: str, call: Any, ended: Callable[[Any], bool]) -> Any | None:
+    """`last_message(call, ended)` on a thread of `kind`'s limiter (waiting for a place when all are taken)."""
+    return await anyio.to_thread.run_sync(last_message, call, ended, limiter=limiter(request, kind))

@@ -20,7 +20,7 @@ from ferry.catalog.v1 import catalog_pb2 as pb
 from ferry.catalog.v1 import catalog_pb2_grpc
 from gateway import limits as lim
 from gateway.errors import error_docs
-from gateway.limits import DatasetIdPath
+from gateway.limits import DatasetIdPath, short
 
 router = APIRouter(tags=["catalog"])
 
@@ -58,22 +58,33 @@ def training_type_str(value: int) -> str | None:
     return _enum_suffix(pb.TrainingType, value, "TRAINING_TYPE_")
 
 
-def training_type_pb(value: str | TrainingTypeParam | None) -> Any:
-    if not value:
-        return pb.TRAINING_TYPE_UNSPECIFIED
-    name = value.value if isinstance(value, TrainingTypeParam) else str(value).strip().upper()
-    return pb.TrainingType.Value(f"TRAINING_TYPE_{TrainingTypeParam(name).value}")
+def training_type_name(value: str | None) -> str | None:
+    """The one parse of a REST training type: "SL" / "DPO" / "CHAT" from any case, None when empty.
+
+    Raises ValueError naming the choices, which pydantic validators and `_tt_query` turn into a 422.
+    """
+    if isinstance(value, TrainingTypeParam):
+        return value.value
+    if value is None or not str(value).strip():
+        return None
+    name = str(value).strip().upper()
+    if name not in TrainingTypeParam.__members__:
+        raise ValueError(f"training_type must be one of SL, DPO, CHAT (any case), got {short(value)}")
+    return name
+
+
+def training_type_pb(value: str | None) -> Any:
+    name = training_type_name(value)
+    return pb.TrainingType.Value(f"TRAINING_TYPE_{name}") if name else pb.TRAINING_TYPE_UNSPECIFIED
 
 
 def _tt_query(value: str | None) -> Any:
     """A training_type query parameter in any case ("sl" or "SL"); 422 naming it otherwise."""
-    if not value:
-        return pb.TRAINING_TYPE_UNSPECIFIED
     try:
         return training_type_pb(value)
-    except ValueError:
+    except ValueError as exc:
         raise RequestValidationError([{"loc": ("query", "training_type"), "type": "enum",
-                                       "msg": "training_type must be one of SL, DPO, CHAT"}]) from None
+                                       "msg": str(exc)}]) from None
 
 
 def phase_str(value: int) -> str:
@@ -298,7 +309,7 @@ class MappingTemplateIn(BaseModel):
     @field_validator("training_type", mode="before")
     @classmethod
     def _upper(cls, v: Any) -> Any:
-        return v.strip().upper() if isinstance(v, str) else v
+        return training_type_name(v) if isinstance(v, str) else v
 
 
 @router.get("/api/mapping-templates")

@@ -113,6 +113,18 @@ class ExportIn(CsvExportIn):
     output_filename: str = Field(max_length=lim.MAX_FILENAME)  # type: ignore[assignment]
 
 
+def _export_request(dataset_id: int, format: str, output_filename: str, system_message: str | None,
+                    train_split: float | None, params: dict[str, Any] | None) -> pb.StartExportRequest:
+    """The one StartExportRequest of the three REST forms; unset optionals stay unset (the proto's presence)."""
+    req = pb.StartExportRequest(dataset_id=dataset_id, format=format, output_filename=output_filename,
+                                additional_params=_params(params))
+    if system_message is not None:
+        req.system_message = system_message
+    if train_split is not None:
+        req.train_split = train_split
+    return req
+
+
 def _start(request: Request, req: pb.StartExportRequest) -> dict[str, Any]:
     r = _stub(request).StartExport(req, timeout=TIMEOUT)
     body = export_json(r.export)
@@ -133,26 +145,15 @@ def list_formats(request: Request) -> dict[str, Any]:
 
 @router.post("/api/datasets/export", status_code=202, responses=error_docs(413, 415))
 def start_export(request: Request, body: ExportIn) -> dict[str, Any]:
-    req = pb.StartExportRequest(dataset_id=body.dataset_id, format=body.format,
-                                output_filename=body.output_filename, additional_params=_params(body.additional_params))
-    if body.system_message is not None:
-        req.system_message = body.system_message
-    if body.train_split is not None:
-        req.train_split = body.train_split
-    return _start(request, req)
+    return _start(request, _export_request(body.dataset_id, body.format, body.output_filename, body.system_message,
+                                           body.train_split, body.additional_params))
 
 
 @router.post("/api/datasets/{dataset_id}/export-csv", status_code=202, responses=error_docs(413, 415))
 def start_csv_export(request: Request, dataset_id: DatasetIdPath, body: CsvExportIn | None = None) -> dict[str, Any]:
     body = body or CsvExportIn()
-    req = pb.StartExportRequest(dataset_id=dataset_id, format="csv",
-                                output_filename=body.output_filename or f"dataset_{dataset_id}",
-                                additional_params=_params(body.additional_params))
-    if body.system_message is not None:
-        req.system_message = body.system_message
-    if body.train_split is not None:
-        req.train_split = body.train_split
-    return _start(request, req)
+    return _start(request, _export_request(dataset_id, "csv", body.output_filename or f"dataset_{dataset_id}",
+                                           body.system_message, body.train_split, body.additional_params))
 
 
 @router.get("/api/exports")
@@ -209,29 +210,23 @@ async def export_download(
     train_split: Annotated[float | None, Query(gt=0, le=1)] = None,
 ) -> StreamingResponse:
     """Runs an export and answers with the file itself (a browser download, as the Dataset Creator's page
-    opens it): the one output file as it is, or every file as `<output_filename>.zip` when there are several
-    (the HuggingFace folder). Any other query parameter is an `additional_params` entry. Bad input gets the same
-    answers as POST /api/datasets/export; an export still running after FERRY_EXPORT_WAIT_SECONDS gets 504
+    opens it): the one output file as it is, or every file as `<output_filename>.zip` when there are several or
+    they form a folder (the HuggingFace export). Any other query parameter is an `additional_params` entry. Bad
+    input gets the same answers as POST /api/datasets/export; an export still running after FERRY_EXPORT_WAIT_SECONDS gets 504
     naming it, so it can be fetched from /api/exports/{export_id}."""
     extra = {k: v for k, v in request.query_params.items() if k not in KNOWN_QUERY}
     problem = _check_params(extra)
     if problem:
         raise RequestValidationError([{"loc": ("query", "additional_params"), "type": "value_error",
                                        "msg": problem}])
-    req = pb.StartExportRequest(dataset_id=dataset_id, format=format,
-                                output_filename=output_filename or f"dataset_{dataset_id}_{format}",
-                                additional_params=_params(extra))
-    if system_message is not None:
-        req.system_message = system_message
-    if train_split is not None:
-        req.train_split = train_split
+    req = _export_request(dataset_id, format, output_filename or f"dataset_{dataset_id}_{format}", system_message,
+                          train_split, extra)
     stub = _stub(request)
     started = await run_in_threadpool(stub.StartExport, req, timeout=TIMEOUT)
     export_id = started.export_id
     wait = float(request.app.state.config.export_wait_seconds)
     call = stub.WatchExport(pb.WatchExportRequest(export_id=export_id), timeout=wait)
-    last = await waits.in_thread(request, "export", waits.last_message, call,
-                                 lambda m: m.export.status in TERMINAL)
+    last = await waits.last_within(request, "export", call, lambda m: m.export.status in TERMINAL)
     export = last.export if last is not None else None
     if export is None or export.status not in TERMINAL:
         raise HTTPException(status_code=504, detail=f"export {export_id} is still running after {wait:.0f} s; "
@@ -240,7 +235,7 @@ async def export_download(
         raise HTTPException(status_code=422, detail=f"export {export_id} failed: {export.error or export.message}")
     if export.status == pb.EXPORT_STATUS_CANCELLED:
         raise HTTPException(status_code=409, detail=f"export {export_id} was cancelled")
-    if len(export.files) == 1 and format != "huggingface":
+    if len(export.files) == 1 and "/" not in export.files[0].name:  # a folder's files (huggingface) go zipped
         return await run_in_threadpool(download_file, request, export_id, export.files[0].name)
     archive = stub.DownloadArchive(pb.DownloadArchiveRequest(export_id=export_id))
     header = (await run_in_threadpool(_first, archive, "archive")).archive

@@ -23,7 +23,7 @@ from gateway import limits as lim
 from gateway import waits
 from gateway.errors import error_docs
 from gateway.limits import JobIdPath, short
-from gateway.routes.catalog import dataset_json, training_type_str
+from gateway.routes.catalog import dataset_json, training_type_name, training_type_pb, training_type_str
 from gateway.sse import watch_as_sse
 
 router = APIRouter(tags=["importer"], responses=error_docs(403))
@@ -44,21 +44,6 @@ def _stub(request: Request) -> Any:
 
 def _md(token: str | None) -> list[tuple[str, str]]:
     return [("x-hf-token", token.strip())] if token and token.strip() else []
-
-
-def _tt(value: str | None) -> Any:
-    if not value:
-        return cpb.TRAINING_TYPE_UNSPECIFIED
-    return int(cpb.TrainingType.Value(f"TRAINING_TYPE_{value}"))
-
-
-def _check_tt(value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    v = str(value).strip().upper()
-    if v not in ("SL", "DPO", "CHAT"):
-        raise ValueError(f"training_type must be one of SL, DPO, CHAT (any case), got {short(value)}")
-    return v
 
 
 def _features(fs: Any) -> list[dict[str, str]]:
@@ -88,12 +73,12 @@ def progress_json(p: pb.ImportProgress) -> dict[str, Any]:
 class FieldMappingIn(BaseModel):
     """One entry of the list shape: the suggestion list passed back as it came."""
 
-    source_field: str = Field(max_length=1000, description="Source column, spec or dot-path; blank = unmapped")
-    target_field: str = Field(min_length=1, max_length=100, description="Canonical field, e.g. prompt")
+    source_field: str = Field(max_length=lim.MAX_SPEC, description="Source column, spec or dot-path; blank = "
+                              "unmapped")
+    target_field: str = Field(min_length=1, max_length=lim.MAX_KEY, description="Canonical field, e.g. prompt")
 
 
 _MAPPING_LIST: TypeAdapter[list[FieldMappingIn]] = TypeAdapter(list[FieldMappingIn])
-MAX_MAPPINGS = 100
 
 
 def mappings_dict(value: Any) -> dict[str, str] | None:
@@ -104,22 +89,23 @@ def mappings_dict(value: Any) -> dict[str, str] | None:
     out, as forms send them for unused fields.
     """
     if value is None:
-        return value
-    if isinstance(value, dict):
-        if len(value) > MAX_MAPPINGS:
-            raise ValueError(f"field_mappings has more than {MAX_MAPPINGS} entries")
-        for target, source in value.items():
-            if not isinstance(target, str) or len(target) > lim.MAX_KEY:
-                raise ValueError(f"field_mappings: target {short(target)} is longer than {lim.MAX_KEY} characters")
-            if isinstance(source, str) and len(source) > lim.MAX_SPEC:
-                raise ValueError(f"field_mappings.{short(target)}: the source is longer than {lim.MAX_SPEC} "
-                                 "characters")
-        return value
-    if not isinstance(value, list):
+        return None
+    if not isinstance(value, dict | list):
         raise ValueError("field_mappings must be an object {target: source} or a list of "
                          "{source_field, target_field}")
-    if len(value) > MAX_MAPPINGS:
-        raise ValueError(f"field_mappings has more than {MAX_MAPPINGS} entries")
+    if len(value) > lim.MAX_ENTRIES:
+        raise ValueError(f"field_mappings has more than {lim.MAX_ENTRIES} entries")
+    if isinstance(value, list):
+        return _from_list(value)
+    for target, source in value.items():
+        if not isinstance(target, str) or len(target) > lim.MAX_KEY:
+            raise ValueError(f"field_mappings: target {short(target)} is longer than {lim.MAX_KEY} characters")
+        if isinstance(source, str) and len(source) > lim.MAX_SPEC:
+            raise ValueError(f"field_mappings.{short(target)}: the source is longer than {lim.MAX_SPEC} characters")
+    return value
+
+
+def _from_list(value: list[Any]) -> dict[str, str]:
     try:
         entries = _MAPPING_LIST.validate_python(value)
     except ValidationError as exc:
@@ -151,7 +137,7 @@ class SuggestIn(BaseModel):
     @field_validator("training_type")
     @classmethod
     def _training_type(cls, v: str) -> str:
-        return _check_tt(v) or _missing_tt()
+        return training_type_name(v) or _missing_tt()
 
 
 class _MappedIn(BaseModel):
@@ -173,7 +159,7 @@ class _MappedIn(BaseModel):
     @field_validator("training_type")
     @classmethod
     def _training_type(cls, v: str | None) -> str | None:
-        return _check_tt(v)
+        return training_type_name(v)
 
 
 class PreviewIn(_MappedIn):
@@ -291,7 +277,7 @@ def suggest_mapping_get(
 @router.post("/api/huggingface/suggest-mapping", responses=BODY_ERRORS)
 def suggest_mapping(request: Request, body: SuggestIn, x_hf_token: HfToken = None) -> dict[str, Any]:
     r = _stub(request).SuggestMapping(pb.SuggestMappingRequest(
-        dataset_name=body.dataset_name, training_type=_tt(body.training_type),
+        dataset_name=body.dataset_name, training_type=training_type_pb(body.training_type),
         config=_config(body.config, body.subset), split=body.split or ""), metadata=_md(x_hf_token),
         timeout=TIMEOUT)
     return {
@@ -309,7 +295,7 @@ def preview(request: Request, body: PreviewIn, x_hf_token: HfToken = None) -> di
     r = _stub(request).PreviewDataset(pb.PreviewDatasetRequest(
         dataset_name=body.dataset_name, split=body.split or "", config=_config(body.config, body.subset),
         num_samples=body.num_samples, field_mappings=_as_dict(body.field_mappings),
-        training_type=_tt(body.training_type)), metadata=_md(x_hf_token), timeout=TIMEOUT)
+        training_type=training_type_pb(body.training_type)), metadata=_md(x_hf_token), timeout=TIMEOUT)
     raw = [json.loads(s) for s in r.raw_samples_json]
     return {
         "dataset_name": r.dataset_name,
@@ -342,33 +328,32 @@ async def start_import(request: Request, body: ImportIn, x_hf_token: HfToken = N
     stub = _stub(request)
     req = pb.StartImportRequest(
         dataset_name=body.dataset_name, splits=splits, config=_config(body.config, body.subset),
-        training_type=_tt(body.training_type), field_mappings=_as_dict(body.field_mappings),
+        training_type=training_type_pb(body.training_type), field_mappings=_as_dict(body.field_mappings),
         max_samples=body.max_samples or 0, name=body.name or "", revision=body.revision or "")
     r = await run_in_threadpool(stub.StartImport, req, metadata=_md(x_hf_token), timeout=TIMEOUT)
     wait = request.app.state.config.import_wait_seconds if body.wait_seconds is None else body.wait_seconds
-    answer: dict[str, Any] = {"import_id": r.import_id, "status": r.status, "dataset_id": None, "dataset": None}
-    if wait <= 0 or waits.limiter(request, "import").available_tokens < 1:
-        return JSONResponse(status_code=202, content=answer)
-    call = stub.WatchImport(pb.WatchImportRequest(import_id=r.import_id), timeout=float(wait))
-    last = await waits.in_thread(request, "import", waits.last_message, call, lambda m: m.progress.terminal)
-    if last is None:
-        return JSONResponse(status_code=202, content=answer)
-    answer.update(progress_json(last.progress))
-    answer["dataset"] = None
-    status = last.progress.status
-    if status == "complete" and last.progress.dataset_id:
+    last = None
+    if wait > 0 and waits.limiter(request, "import").available_tokens >= 1:
+        call = stub.WatchImport(pb.WatchImportRequest(import_id=r.import_id), timeout=float(wait))
+        last = await waits.last_within(request, "import", call, lambda m: m.progress.terminal)
+    if last is None or not last.progress.terminal:
+        return JSONResponse(status_code=202, content={"import_id": r.import_id, "status": r.status,
+                                                      "dataset_id": None, "dataset": None})
+    return await _ended_import(request, last.progress)
+
+
+async def _ended_import(request: Request, p: pb.ImportProgress) -> JSONResponse:
+    """The answer for an import that ended while the request waited: its dataset, or why it has none."""
+    answer: dict[str, Any] = {**progress_json(p), "dataset": None}
+    if p.status == "complete":
         ds = await run_in_threadpool(request.app.state.clients.catalog.GetDataset,
-                                     cpb.GetDatasetRequest(dataset_id=last.progress.dataset_id), timeout=TIMEOUT)
-        answer["dataset"] = dataset_json(ds.dataset)
-        return JSONResponse(status_code=200, content=answer)
-    if status == "error":
-        answer.update(detail=f"import {r.import_id} failed: {last.progress.error or last.progress.message}",
-                      code="FAILED_PRECONDITION")
-        return JSONResponse(status_code=422, content=answer)
-    if status == "cancelled":
-        answer.update(detail=f"import {r.import_id} was cancelled", code="ABORTED")
-        return JSONResponse(status_code=409, content=answer)
-    return JSONResponse(status_code=202, content=answer)
+                                     cpb.GetDatasetRequest(dataset_id=p.dataset_id), timeout=TIMEOUT)
+        return JSONResponse(status_code=200, content={**answer, "dataset": dataset_json(ds.dataset)})
+    if p.status == "cancelled":
+        return JSONResponse(status_code=409, content={**answer, "code": "ABORTED",
+                                                      "detail": f"import {p.import_id} was cancelled"})
+    return JSONResponse(status_code=422, content={**answer, "code": "FAILED_PRECONDITION",
+                                                  "detail": f"import {p.import_id} failed: {p.error or p.message}"})
 
 
 @router.get("/api/huggingface/import-progress/{import_id}")

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from ferry.canonical import OPTIONAL, REQUIRED, TrainingType
 from ferry.errors import InvalidArgument
-from services.importer.paths import SEPARATOR, PathError, resolve
+from services.importer.paths import SEPARATOR, PathError, describe_type, is_list_like, resolve
 
 TURNS_PREFIX = "turns:"
 TRANSCRIPT_PREFIX = "transcript:"
@@ -66,14 +66,9 @@ def is_text_type(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
-def _is_list(t: pa.DataType) -> bool:
-    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
-
-
 def message_style(t: pa.DataType) -> str | None:
     """'role' for [{role, content}], 'sharegpt' for [{from, value}], 'strings' for [str]; else None."""
-    if not _is_list(t):
+    if not is_list_like(t):
         return None
     value = t.value_type
     if is_text_type(value):
@@ -90,10 +85,6 @@ def message_style(t: pa.DataType) -> str | None:
 
 def is_messages_type(t: pa.DataType) -> bool:
     return message_style(t) is not None
-
-
-def describe_type(t: pa.DataType) -> str:
-    return str(t).replace("element: ", "").replace("item: ", "")
 
 
 # --- parsing and validation -----------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from ferry.errors import FailedPrecondition
 
-__all__ = ["MAX_LISTED_DEPTH", "FieldPath", "PathError", "evaluate", "field_paths", "resolve", "select_sources",
-           "value_at"]
+__all__ = ["MAX_LISTED_DEPTH", "FieldPath", "PathError", "describe_type", "evaluate", "field_paths", "is_list_like",
+           "resolve", "select_sources", "value_at"]
 
 # field_paths lists paths of at most this many names (root included).
 MAX_LISTED_DEPTH = 4
@@ -63,7 +63,8 @@ def _list_of(list_type: pa.DataType, value_type: pa.DataType) -> pa.DataType:
     return pa.list_(value_type) if pa.types.is_list(list_type) else pa.large_list(value_type)
 
 
-def _describe(t: pa.DataType) -> str:
+def describe_type(t: pa.DataType) -> str:
+    """An Arrow type as users read it: `list<struct<role: string, content: string>>`."""
     return str(t).replace("element: ", "").replace("item: ", "")
 
 
@@ -119,11 +120,11 @@ def _walk(t: pa.DataType, parts: Sequence[str], where: str) -> tuple[tuple[Step,
             return (int(parts[0]), *steps), vt
         item = t.value_type
         if not (pa.types.is_struct(item) or is_list_like(item)):
-            raise PathError(f"{where!r} is a list of {_describe(item)}: {parts[0]!r} is neither a field of its "
+            raise PathError(f"{where!r} is a list of {describe_type(item)}: {parts[0]!r} is neither a field of its "
                             "items nor an index")
         steps, vt = _walk(item, parts, where)  # the field, taken from every item
         return steps, _list_of(t, vt)
-    raise PathError(f"{where!r} is {_describe(t)}, which has no field {parts[0]!r}")
+    raise PathError(f"{where!r} is {describe_type(t)}, which has no field {parts[0]!r}")
 
 
 def field_paths(schema: pa.Schema, max_depth: int = MAX_LISTED_DEPTH) -> list[str]:
@@ -182,7 +183,7 @@ def evaluate(column: pa.Array | pa.ChunkedArray, path: FieldPath) -> pa.Array | 
 def _mismatch(path: FieldPath, t: pa.DataType, step: Step) -> FailedPrecondition:
     # The schema said the path resolves; a batch whose columns have another shape cannot be mapped.
     return FailedPrecondition(f"source batch does not fit mapped path {path.text!r}: a value is "
-                              f"{_describe(t)} where {step!r} was expected to apply")
+                              f"{describe_type(t)} where {step!r} was expected to apply")
 
 
 def _as_offsets_list(arr: pa.Array) -> pa.Array:
