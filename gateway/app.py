@@ -73,19 +73,23 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
         200: {"model": Health, "description": "Every backend is SERVING"},
         503: {"model": Health, "description": "Some backend is not SERVING: `detail` names it"}})
     def healthz() -> JSONResponse:
-        """200 when every backend reports SERVING; 503 naming those that do not."""
-        status: dict[str, str] = {}
-        for name, backend in clients.backends.items():
-            try:
-                resp = backend.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
-                status[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-            except grpc.RpcError as exc:
-                status[name] = f"UNREACHABLE ({exc.code().name})"
+        """200 when every backend reports SERVING; 503 naming those that do not (for people and monitors)."""
+        status = backend_status(clients)
         down = [n for n, s in status.items() if s != "SERVING"]
         body = {"status": "ok" if not down else "unavailable", "services": status}
         if down:
             body["detail"] = f"unavailable: {', '.join(down)}"
         return JSONResponse(status_code=503 if down else 200, content=body)
+
+    @app.get("/readyz", tags=["health"], response_model=Health)
+    def readyz() -> Health:
+        """The readiness probe: 200 while this gateway serves requests, whatever its backends say.
+
+        Every gateway pod shares the same backends, so taking pods out of the Service when one backend is
+        down would only turn the routes that still work (search and import while the exporter is down) into
+        the Ingress's 503s; each route answers 503 for the backend it needs instead, and /healthz reports.
+        """
+        return Health(status="ok", services={})
 
     # Every /api route can answer these; routes with a body add 413/415 (gateway/routes/*).
     api = APIRouter(dependencies=[Depends(check_api_key), Depends(check_json_body)],
@@ -94,6 +98,19 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
         api.include_router(routes.router)
     app.include_router(api)
     return app
+
+
+def backend_status(clients: Clients, timeout: float = 2.0) -> dict[str, str]:
+    """Each backend's grpc.health.v1 status, asked of all at once (the slowest bounds the wait, not the sum)."""
+    calls = {name: b.health.Check.future(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+             for name, b in clients.backends.items()}
+    status: dict[str, str] = {}
+    for name, call in calls.items():
+        try:
+            status[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(call.result().status)
+        except grpc.RpcError as exc:
+            status[name] = f"UNREACHABLE ({exc.code().name})"
+    return status
 
 
 class StripTrailingSlash:

@@ -29,3 +29,11 @@ def test_api_key_required_when_configured() -> None:
         assert gw.client.get("/api/datasets", headers={"Authorization": "Bearer k-one"}).status_code == 503
         # Health is not behind auth.
         assert gw.client.get("/healthz").status_code == 503
+
+
+def test_readyz_stays_ready_while_backends_are_down() -> None:
+    """The readiness probe: one backend down must not take the gateway (and the routes that work) away."""
+    with start_gateway() as gw:
+        assert gw.client.get("/healthz").status_code == 503
+        resp = gw.client.get("/readyz")
+        assert resp.status_code == 200 and resp.json()["status"] == "ok"
