@@ -1,9 +1,8 @@
 """A gRPC watch stream as Server-Sent Events: one `data: {json}` per message until a terminal one.
 
-Watches only send changes, so a job that waits, or works without visible progress, leaves the connection
-silent: idle proxies cut it, and a client that has gone away goes unnoticed while the watch (and a catalog
-thread behind it) stays open. So a comment line (`: keep-alive`) goes out after KEEPALIVE_SECONDS of quiet, and
-the stream ends as soon as the client is seen to have disconnected, cancelling the watch upstream.
+sse-starlette does the protocol: the keep-alive comment (`: keep-alive`) after KEEPALIVE_SECONDS of quiet, so
+idle proxies keep the connection, and the end of the stream as soon as the client disconnects, which cancels
+the watch upstream (and frees the catalog's watch behind it).
 """
 
 from __future__ import annotations
@@ -15,16 +14,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from fastapi import HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi import HTTPException
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 TERMINAL = ("complete", "error", "cancelled")
 KEEPALIVE_SECONDS = 15.0
 _END = object()
 
 
-def watch_as_sse(call: Any, to_json: Callable[[Any], dict[str, Any]], what: str, request: Request
-                 ) -> StreamingResponse:
+def _event(body: dict[str, Any], event: str | None = None) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(body), event=event, sep="\n")
+
+
+def watch_as_sse(call: Any, to_json: Callable[[Any], dict[str, Any]], what: str) -> EventSourceResponse:
     """Relay `call` (a server-streaming gRPC call) as SSE; `to_json` turns a message into the event body.
 
     The first message is read before answering, so an unknown id or a backend that is
@@ -38,53 +40,51 @@ def watch_as_sse(call: Any, to_json: Callable[[Any], dict[str, Any]], what: str,
         call.cancel()
         raise
 
-    async def events() -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[Any] = asyncio.Queue()
-
-        def pump() -> None:
-            """Reads the blocking gRPC stream in a thread and hands each message to the event loop."""
-            item: Any = _END
-            try:
-                for msg in call:
-                    loop.call_soon_threadsafe(inbox.put_nowait, msg)
-            except grpc.RpcError as exc:
-                item = exc
-            try:
-                loop.call_soon_threadsafe(inbox.put_nowait, item)
-            except RuntimeError:
-                pass  # the loop is gone (shutdown)
-
-        reader: threading.Thread | None = None
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        inbox = _pump(call)
         try:
             msg = first
-            while True:
-                body = to_json(msg)
-                yield f"data: {json.dumps(body)}\n\n".encode()
-                if body.get("status") in TERMINAL:
-                    return
-                if reader is None:
-                    reader = threading.Thread(target=pump, name="sse-watch", daemon=True)
-                    reader.start()
-                while True:
-                    try:
-                        msg = await asyncio.wait_for(inbox.get(), KEEPALIVE_SECONDS)
-                        break
-                    except TimeoutError:
-                        if await request.is_disconnected():
-                            return
-                        yield b": keep-alive\n\n"
-                if msg is _END or await request.is_disconnected():
-                    return
+            while msg is not _END:
                 if isinstance(msg, grpc.RpcError):
                     raise msg
+                body = to_json(msg)
+                yield _event(body)
+                if body.get("status") in TERMINAL:
+                    return
+                msg = await inbox.get()
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
-                return
-            err = {"status": "error", "error": exc.details() or exc.code().name, "stream_error": True}
-            yield f"event: error\ndata: {json.dumps(err)}\n\n".encode()
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                yield _event({"status": "error", "error": exc.details() or exc.code().name, "stream_error": True},
+                             event="error")
         finally:
             call.cancel()  # ends the watch upstream, and with it the reader thread
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventSourceResponse(
+        events(), ping=KEEPALIVE_SECONDS, sep="\n",
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _pump(call: Any) -> asyncio.Queue[Any]:
+    """Reads the blocking gRPC stream in a thread of its own and hands each message to the event loop.
+
+    A thread, not anyio's pool: a watch can stay open for hours, and the pool's 40 threads also serve every
+    sync route. (Replaced by a grpc.aio stream once the gateway watches jobs at the catalog.)
+    """
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+    def run() -> None:
+        item: Any = _END
+        try:
+            for msg in call:
+                loop.call_soon_threadsafe(inbox.put_nowait, msg)
+        except grpc.RpcError as exc:
+            item = exc
+        try:
+            loop.call_soon_threadsafe(inbox.put_nowait, item)
+        except RuntimeError:
+            pass  # the loop is gone (shutdown)
+
+    threading.Thread(target=run, name="sse-watch", daemon=True).start()
+    return inbox

@@ -15,7 +15,7 @@ import grpc
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from ferry.exporter.v1 import exporter_pb2 as pb
@@ -176,10 +176,10 @@ def cancel_export(request: Request, export_id: JobIdPath) -> dict[str, Any]:
 
 
 @router.get("/api/exports/{export_id}/events")
-def export_events(request: Request, export_id: JobIdPath) -> StreamingResponse:
+def export_events(request: Request, export_id: JobIdPath) -> Response:
     """Server-Sent Events: one `data: {json}` per change, ending after a terminal status."""
     call = _stub(request).WatchExport(pb.WatchExportRequest(export_id=export_id))
-    return watch_as_sse(call, lambda msg: export_json(msg.export), f"export {export_id}", request)
+    return watch_as_sse(call, lambda msg: export_json(msg.export), f"export {export_id}")
 
 
 @router.get("/api/exports/{export_id}/files/{name:path}/presigned")

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
 from ferry.catalog.v1 import catalog_pb2 as cpb
@@ -363,10 +363,10 @@ def import_progress(request: Request, import_id: JobIdPath) -> dict[str, Any]:
 
 
 @router.get("/api/huggingface/import-progress/{import_id}/events")
-def import_events(request: Request, import_id: JobIdPath) -> StreamingResponse:
+def import_events(request: Request, import_id: JobIdPath) -> Response:
     """Server-Sent Events: one `data: {json}` per change, ending after a terminal status."""
     call = _stub(request).WatchImport(pb.WatchImportRequest(import_id=import_id))
-    return watch_as_sse(call, lambda msg: progress_json(msg.progress), f"import {import_id}", request)
+    return watch_as_sse(call, lambda msg: progress_json(msg.progress), f"import {import_id}")
 
 
 @router.post("/api/huggingface/import/{import_id}/cancel")
