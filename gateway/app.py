@@ -37,7 +37,7 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         if owned:
-            clients.close()
+            await clients.aclose()
 
     app = FastAPI(
         title="Ferry",

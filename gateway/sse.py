@@ -59,10 +59,7 @@ def watch_as_sse(call: Any, to_json: Callable[[Any], dict[str, Any]], what: str)
         finally:
             call.cancel()  # ends the watch upstream, and with it the reader thread
 
-    return EventSourceResponse(
-        events(), ping=KEEPALIVE_SECONDS, sep="\n",
-        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return _response(events())
 
 
 def _pump(call: Any) -> asyncio.Queue[Any]:
@@ -88,3 +85,42 @@ def _pump(call: Any) -> asyncio.Queue[Any]:
 
     threading.Thread(target=run, name="sse-watch", daemon=True).start()
     return inbox
+
+
+async def follow_as_sse(call: Any, to_json: Callable[[Any], dict[str, Any]], what: str) -> EventSourceResponse:
+    """Relay `call` (a grpc.aio server-streaming call) as SSE, waiting on the event loop rather than a thread.
+
+    As watch_as_sse, the first message is read before answering: an unknown id is a 404, a backend down a 503.
+    """
+    try:
+        first = await call.read()
+    except grpc.RpcError:
+        call.cancel()
+        raise
+    if first is grpc.aio.EOF:
+        raise HTTPException(status_code=404, detail=f"{what} not found")
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        msg = first
+        try:
+            while msg is not grpc.aio.EOF:
+                body = to_json(msg)
+                yield _event(body)
+                if body.get("status") in TERMINAL:
+                    return
+                msg = await call.read()
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                yield _event({"status": "error", "error": exc.details() or exc.code().name, "stream_error": True},
+                             event="error")
+        finally:
+            call.cancel()  # the client left or the job ended: the catalog's watch ends with it
+
+    return _response(events())
+
+
+def _response(events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    return EventSourceResponse(
+        events, ping=KEEPALIVE_SECONDS, sep="\n",
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
