@@ -1,19 +1,27 @@
 """One domain error hierarchy for every service.
 
-Each class carries the gRPC status code it becomes; `ferry.grpcserver`'s
-interceptor turns them into statuses, and the gateway maps those to HTTP the way
-google/rpc/code.proto does. Core modules raise these and never import grpc.
+Each class carries its status as a plain domain value: `code`, the name of its google.rpc.Code
+(google/rpc/code.proto: "INVALID_ARGUMENT", "NOT_FOUND", ...). Core modules raise these and never
+import grpc, and neither does this module: the gRPC layer (`ferry.rpcerrors`, used by
+`ferry.grpcserver`'s interceptor and by the services' gRPC clients) turns them into statuses with
+details (the offending `field` travels as a google.rpc.BadRequest) and back, and the gateway maps
+statuses to HTTP the way google/rpc/code.proto does.
 """
 
 from __future__ import annotations
 
-import grpc
+from typing import Any, Literal
+
+# The google.rpc.Code names a domain error can carry (grpc.StatusCode has the same names).
+Code = Literal["CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+               "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+               "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"]
 
 
 class FerryError(Exception):
     """Base class: an error whose message is safe to show to the caller."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: Code = "INTERNAL"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -27,94 +35,70 @@ class FerryError(Exception):
 class InvalidArgument(FerryError):
     """The request is malformed; `field` names the offending field."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
 
 
 class NotFound(FerryError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
 
 
 class AlreadyExists(FerryError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(FerryError):
     """The request is valid but the system is not in a state to serve it."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "FAILED_PRECONDITION"
 
 
 class PermissionDenied(FerryError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = "PERMISSION_DENIED"
 
 
 class Unauthenticated(FerryError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = "UNAUTHENTICATED"
 
 
 class Unavailable(FerryError):
     """A dependency (the Hub, object storage, another service) failed or is down."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
 
 
 class Cancelled(FerryError):
-    code = grpc.StatusCode.CANCELLED
+    code = "CANCELLED"
 
 
 class DeadlineExceeded(FerryError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "DEADLINE_EXCEEDED"
 
 
 class ResourceExhausted(FerryError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "RESOURCE_EXHAUSTED"
 
 
 class Aborted(FerryError):
     """A concurrency conflict (e.g. a stale worker); the caller may retry."""
 
-    code = grpc.StatusCode.ABORTED
+    code = "ABORTED"
 
 
 class Internal(FerryError):
-    code = grpc.StatusCode.INTERNAL
+    code = "INTERNAL"
 
 
 class DataLoss(FerryError):
     """Stored data no longer matches its record (size or checksum): serving it would be silently wrong."""
 
-    code = grpc.StatusCode.DATA_LOSS
+    code = "DATA_LOSS"
 
 
-_BY_CODE: dict[grpc.StatusCode, type[FerryError]] = {
-    cls.code: cls
-    for cls in (
-        InvalidArgument,
-        NotFound,
-        AlreadyExists,
-        FailedPrecondition,
-        PermissionDenied,
-        Unauthenticated,
-        Unavailable,
-        Cancelled,
-        DeadlineExceeded,
-        ResourceExhausted,
-        Aborted,
-        Internal,
-        DataLoss,
-    )
-}
+def from_rpc_error(err: Any, service: str) -> FerryError:
+    """Kept for the services' catalog clients until they call `ferry.rpcerrors.from_rpc_error` themselves.
 
-
-def from_rpc_error(err: grpc.RpcError, service: str) -> FerryError:
-    """Re-raise another service's status as our own domain error, keeping its code.
-
-    Used when one service calls another (importer -> catalog) so a NOT_FOUND from
-    the catalog reaches the user as NOT_FOUND, not as INTERNAL.
+    The gRPC layer is imported here, at call time, so importing this module never imports grpc.
     """
-    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-    details = err.details() if hasattr(err, "details") else str(err)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(f"{service} service is unavailable: {details}")
-    cls = _BY_CODE.get(code, Internal)
-    return cls(details or f"{service} service failed ({code.name})")
+    from ferry import rpcerrors
+
+    return rpcerrors.from_rpc_error(err, service)

@@ -12,83 +12,69 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_interceptor import ServerInterceptor
 from grpc_reflection.v1alpha import reflection
 
-from ferry import procs
+from ferry import procs, rpcerrors
 from ferry.errors import FerryError
 
 log = logging.getLogger("ferry.grpc")
 
 
-def _status_for(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+class ErrorInterceptor(ServerInterceptor):
+    """Turns FerryError into its status with details, anything else into INTERNAL without internals.
+
+    Built on grpc_interceptor.ServerInterceptor (which wraps every handler kind) rather than its
+    ExceptionToStatusInterceptor, which aborts with code and message only, tells streaming handlers by an
+    `Iterable` result (a unary handler answering bytes would be taken for a stream) and answers an unknown
+    exception with its repr (internals). A server-streaming handler's generator is wrapped, so an error raised
+    mid-stream ends the stream with the same status.
+    """
+
+    def intercept(self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.ServicerContext,
+                  method_name: str) -> Any:
+        try:
+            result = method(request_or_iterator, context)
+        except Exception as exc:  # noqa: BLE001 - this is the one catch-all
+            _abort(exc, context, method_name)
+        # grpc iterates a streaming handler's answer with next(): an Iterator (a generator), never a message.
+        if isinstance(result, Iterator):
+            return _guard_stream(result, context, method_name)
+        return result
+
+
+def _guard_stream(responses: Iterator[Any], context: grpc.ServicerContext, method_name: str) -> Iterator[Any]:
+    try:
+        yield from responses
+    except Exception as exc:  # noqa: BLE001
+        _abort(exc, context, method_name)
+
+
+def _abort(exc: Exception, context: grpc.ServicerContext, method_name: str) -> NoReturn:
+    """End the call with the status `exc` stands for; always raises."""
     if isinstance(exc, FerryError):
-        return exc.code, exc.message
+        # abort_with_status raises, so grpc never tries to serialize a missing response.
+        context.abort_with_status(rpcerrors.to_status(exc))
+    code = context.code()
+    if code is not None and code != grpc.StatusCode.OK:
+        # The handler chose its status itself (context.abort / abort_with_status raise after setting it).
+        if not context.details():
+            # ...though a set_code() without details would let grpc quote the exception: give a reference instead.
+            context.set_details(_internal_details(exc, method_name))
+        raise exc
+    context.abort(grpc.StatusCode.INTERNAL, _internal_details(exc, method_name))
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+def _internal_details(exc: Exception, method_name: str) -> str:
     ref = uuid.uuid4().hex[:12]
     # Full traceback stays in the server log; the caller only gets a reference.
-    log.exception("unhandled error in %s (ref %s)", method, ref)
-    return grpc.StatusCode.INTERNAL, f"internal error (ref {ref})"
-
-
-def _is_abort(exc: BaseException) -> bool:
-    # grpc's context.abort() raises a bare, argument-less Exception; let it through.
-    return type(exc) is Exception and not exc.args
-
-
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Turns FerryError into its status, anything else into INTERNAL without internals."""
-
-    def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        if handler is None:
-            return None
-        method = details.method
-
-        def wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def inner(request: Any, context: grpc.ServicerContext) -> Any:
-                try:
-                    return fn(request, context)
-                except Exception as exc:  # noqa: BLE001 - this is the one catch-all
-                    if _is_abort(exc):
-                        raise
-                    # abort() raises, so grpc never tries to serialize a missing response.
-                    context.abort(*_status_for(exc, method))
-
-            return inner
-
-        def wrap_stream(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-            def inner(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                try:
-                    yield from fn(request, context)
-                except Exception as exc:  # noqa: BLE001
-                    if _is_abort(exc):
-                        raise
-                    code, details = _status_for(exc, method)
-                    context.set_code(code)
-                    context.set_details(details)
-
-            return inner
-
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
-            )
-        return handler
+    log.error("unhandled error in %s (ref %s)", method_name, ref, exc_info=exc)
+    return f"internal error (ref {ref})"
 
 
 @dataclass

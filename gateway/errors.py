@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from ferry.rpcerrors import read_status
+
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,
@@ -61,14 +63,33 @@ async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
                         headers=exc.headers)
 
 
+def _bounded(text: str) -> str:
+    return text[:MAX_DETAIL] + "..." if len(text) > MAX_DETAIL else text
+
+
+# At most this many of a status's field violations are relayed (Ferry's services send one).
+MAX_VIOLATIONS = 20
+
+
 async def rpc_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """A backend's status in the one error shape. A 4xx whose status names fields (a google.rpc.BadRequest, as
+    `ferry.rpcerrors` sends a domain error's `field`) also carries `field` (the first one) and `details` in the
+    422 answer's shape ({loc: [field], msg, type}), and `detail` names the field when the message does not."""
     assert isinstance(exc, grpc.RpcError)
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else ""
+    failure = read_status(exc)
+    code, details = failure.code, failure.message
     if code == grpc.StatusCode.UNAVAILABLE and not details:
         details = "a backend service is unavailable"
-    details = details[:MAX_DETAIL] + "..." if len(details) > MAX_DETAIL else details
-    return JSONResponse(status_code=http_status(code), content=error_body(code, details or code.name))
+    status = http_status(code)
+    body = error_body(code, _bounded(details or code.name))
+    if 400 <= status < 500 and failure.violations:
+        first = failure.violations[0].field
+        if details and first not in details:
+            body["detail"] = _bounded(f"{first}: {details}")
+        body["field"] = _bounded(first)
+        body["details"] = [{"loc": [_bounded(v.field)], "msg": _bounded(v.description or details),
+                            "type": code.name.lower()} for v in failure.violations[:MAX_VIOLATIONS]]
+    return JSONResponse(status_code=status, content=body)
 
 
 def _loc(loc: list[str]) -> str:
@@ -91,15 +112,20 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
 # -- the error answers as the OpenAPI document shows them --------------------------------------------------------
 
 
+class FieldError(BaseModel):
+    loc: list[str] = Field(description="Where the field is: for a 422 its place in the request (query, body, "
+                                       "path...) then its name; for a 4xx from a service, the field's name")
+    msg: str
+    type: str = Field(description="For a 422 pydantic's error type; for a 4xx from a service the gRPC code, "
+                                  "lower case (e.g. invalid_argument)")
+
+
 class ErrorBody(BaseModel):
     detail: str = Field(description="What went wrong, as one readable string naming the field when there is one")
     code: str = Field(description="The gRPC status code name, e.g. NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE")
-
-
-class FieldError(BaseModel):
-    loc: list[str]
-    msg: str
-    type: str
+    field: str | None = Field(None, description="The offending field, when a service's 4xx names one "
+                                                "(e.g. page_token)")
+    details: list[FieldError] | None = Field(None, description="Every offending field, when there is one")
 
 
 class ValidationErrorBody(ErrorBody):
@@ -111,7 +137,8 @@ def _doc(description: str, model: type[BaseModel] = ErrorBody) -> dict[str, Any]
 
 
 ERROR_DOCS: dict[int, dict[str, Any]] = {
-    400: _doc("Invalid argument (the service's message names the field) or failed precondition"),
+    400: _doc("Invalid argument or failed precondition; `field` and `details` name the offending field "
+              "when there is one"),
     401: _doc("Missing or invalid API key (when FERRY_API_KEYS is set)"),
     403: _doc("Permission denied (e.g. a gated or private Hub dataset without a token that may read it)"),
     404: _doc("Not found"),

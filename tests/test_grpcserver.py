@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ferry.config import ConfigError, GrpcConfig
 from ferry.errors import InvalidArgument, NotFound
 from ferry.grpcserver import Registration, RunningServer, serve
+from ferry.rpcerrors import read_status
 from services.catalog.config import CatalogConfig
 from services.exporter.config import ExporterConfig
 from services.importer.config import ImporterConfig
@@ -41,6 +42,14 @@ class _Servicer:
         yield b"one"
         raise InvalidArgument("offset must be >= 0", field="offset")
 
+    def abort_stream(self, request: bytes, context: Any) -> Iterator[bytes]:
+        yield b"one"
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "not yours")
+
+    def coded_boom(self, request: bytes, context: Any) -> bytes:
+        context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+        raise ValueError("secret internals /etc/passwd")
+
 
 def _add(servicer: _Servicer, server: grpc.Server) -> None:
     ident = bytes
@@ -49,6 +58,8 @@ def _add(servicer: _Servicer, server: grpc.Server) -> None:
         "Boom": grpc.unary_unary_rpc_method_handler(servicer.boom, ident, ident),
         "Slow": grpc.unary_unary_rpc_method_handler(servicer.slow, ident, ident),
         "Stream": grpc.unary_stream_rpc_method_handler(servicer.stream, ident, ident),
+        "AbortStream": grpc.unary_stream_rpc_method_handler(servicer.abort_stream, ident, ident),
+        "CodedBoom": grpc.unary_unary_rpc_method_handler(servicer.coded_boom, ident, ident),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
@@ -89,6 +100,25 @@ def test_stream_errors_mid_stream(running: RunningServer) -> None:
             next(it)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "offset" in err.value.details()
+        # The field travels as a google.rpc.BadRequest in the status details.
+        assert read_status(err.value).field == "offset"
+
+
+def test_a_handlers_abort_mid_stream_keeps_its_status(running: RunningServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+        it = ch.unary_stream(f"/{SERVICE}/AbortStream")(b"", timeout=10)
+        assert next(it) == b"one"
+        with pytest.raises(grpc.RpcError) as err:
+            next(it)
+        assert (err.value.code(), err.value.details()) == (grpc.StatusCode.PERMISSION_DENIED, "not yours")
+
+
+def test_a_code_set_before_an_unknown_error_stays_without_internals(running: RunningServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            _call(ch, "CodedBoom")
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "passwd" not in err.value.details() and err.value.details().startswith("internal error (ref ")
 
 
 def test_health_and_reflection(running: RunningServer) -> None:
