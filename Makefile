@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv protos run test test-fast lint typecheck bench clean
+.PHONY: help venv protos config-docs run test test-fast lint typecheck bench clean
 
 help:
 	@echo "make run      start the local stack (object store, services, gateway on :8000)"
 	@echo "make test     run every test (creates .venv)"
 	@echo "make protos   regenerate Python code from protos/"
+	@echo "make config-docs  regenerate the variable tables of docs/configuration.md from the declarations"
 	@echo "make lint     ruff; make typecheck: mypy"
 	@echo "make bench    run the benchmarks in bench/"
 
@@ -24,6 +25,9 @@ venv: $(STAMP)
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
+
+config-docs: $(STAMP)
+	$(PY) scripts/gen_config_docs.py
 
 run: $(STAMP)
 	$(PY) -m ferry.stack

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
+
+from ferry.config import LogConfig
 
 # HF tokens, bearer headers and AWS-style keys: scrubbed even if a message slips one in.
 _SECRET_PATTERNS = [
@@ -33,7 +34,8 @@ class _ScrubFilter(logging.Filter):
 
 
 def setup(service: str, level: str | None = None) -> logging.Logger:
-    level = level or os.environ.get("FERRY_LOG_LEVEL", "INFO")
+    """Log to stderr at `level`; a service passes its config's `log.level`, others get FERRY_LOG_LEVEL's."""
+    level = level or LogConfig.from_env().level
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_ScrubFilter())

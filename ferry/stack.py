@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -38,6 +39,7 @@ from typing import Protocol
 import grpc
 import urllib3
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import Field, field_validator
 
 from ferry import config as c
 from ferry import procs, seaweed
@@ -46,36 +48,40 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DEV_ORIGINS = ",".join(f"http://{host}:{port}" for port in (5173, 3000) for host in ("localhost", "127.0.0.1"))
 
 
-@dataclass(frozen=True)
-class StackConfig:
-    data_dir: Path
-    s3_endpoint: str
-    local_s3_port: int
-    gateway_port: int
-    catalog_addr: str
-    importer_addr: str
-    exporter_addr: str
-    grace: float
+class StackConfig(c.Settings):
+    """What `make run` itself reads; the variables are declared with the services that read them too, with
+    `make run`'s own defaults here."""
+
+    data_dir: Path = c.data_dir(ROOT / ".ferry-data", doc_default="`.ferry-data` in the repository")
+    # Unset: make run starts a local object store.
+    s3_endpoint: str = c.S3Config.declared("endpoint", default="")
+    local_s3_port: c.Port = Field(8333, validation_alias="FERRY_LOCAL_S3_PORT",
+                                  description="port of the local SeaweedFS started when `FERRY_S3_ENDPOINT` is unset")
+    gateway_port: c.Port = c.gateway_port()
+    catalog_addr: c.Address = c.catalog_addr()
+    importer_addr: c.Address = c.importer_addr()
+    exporter_addr: c.Address = c.exporter_addr()
+    grace: float = c.shutdown_grace()
     # The services' gRPC listen address: loopback only on a dev machine unless the operator says otherwise.
-    grpc_host: str = "127.0.0.1"
+    grpc_host: c.GrpcHost = c.grpc_host("127.0.0.1")
     # Browser origins the gateway serves: the seeds' web clients' dev servers (Vite :5173, create-react-app
     # :3000) unless the operator says otherwise.
-    cors_origins: str = LOCAL_DEV_ORIGINS
+    cors_origins: c.OriginsText = c.cors_origins(LOCAL_DEV_ORIGINS)
+    # Set: the importer uses it; unset: make run makes one per data dir.
+    token_key: c.Secret = c.token_key()
 
+    @field_validator("data_dir")
     @classmethod
-    def from_env(cls) -> StackConfig:
-        return cls(
-            data_dir=Path(c.get_str("FERRY_DATA_DIR", str(ROOT / ".ferry-data"))).resolve(),
-            s3_endpoint=c.get_str("FERRY_S3_ENDPOINT", ""),
-            local_s3_port=c.get_int("FERRY_LOCAL_S3_PORT", 8333, minimum=0),
-            gateway_port=c.get_int("FERRY_GATEWAY_PORT", 8000, minimum=0),
-            catalog_addr=c.get_str("FERRY_CATALOG_ADDR", "localhost:50051"),
-            importer_addr=c.get_str("FERRY_IMPORTER_ADDR", "localhost:50052"),
-            exporter_addr=c.get_str("FERRY_EXPORTER_ADDR", "localhost:50053"),
-            grace=c.get_float("FERRY_SHUTDOWN_GRACE_SECONDS", 20.0),
-            grpc_host=c.get_str("FERRY_GRPC_HOST", "127.0.0.1"),
-            cors_origins=c.get_str("FERRY_CORS_ORIGINS", LOCAL_DEV_ORIGINS),
-        )
+    def _absolute(cls, path: Path) -> Path:
+        return path.resolve()
+
+    @field_validator("catalog_addr", "importer_addr", "exporter_addr")
+    @classmethod
+    def _has_port(cls, addr: str) -> str:
+        """make run starts each service on the port of its address."""
+        if not re.fullmatch(r".+:\d{1,5}", addr) or int(addr.rsplit(":", 1)[1]) > 65535:
+            raise ValueError(f"must be host:port under make run, got {addr!r}")
+        return addr
 
 
 def _owner_only(path: Path, new: str) -> str:
@@ -275,7 +281,7 @@ class Stack:
                               {"FERRY_GRPC_PORT": str(_port(addr)), **extra})
 
         self.wait_ready(grpc_child("catalog", self.cfg.catalog_addr, {}))
-        token = {} if os.environ.get("FERRY_TOKEN_KEY") else {"FERRY_TOKEN_KEY": self.local_token_key()}
+        token = {} if self.cfg.token_key else {"FERRY_TOKEN_KEY": self.local_token_key()}
         services = [grpc_child("importer", self.cfg.importer_addr, token),
                     grpc_child("exporter", self.cfg.exporter_addr, {})]
         for child in services:
@@ -377,7 +383,7 @@ class Stack:
 def main() -> int:
     # If whatever started us (make, a shell, a test) dies, stop everything cleanly.
     procs.die_with_parent(signal.SIGTERM)
-    cfg = StackConfig.from_env()
+    cfg = c.read_or_exit("make run", StackConfig.from_env)
     stack = Stack(cfg)
     stop = procs.StopSignals()
     code = 0

@@ -1,8 +1,9 @@
 """The manifests' environment matches what the code reads, in both directions.
 
 The variables read are found by scanning the Python source of ferry/, services/ and gateway/
-(AST: ferry.config helpers get_str/get_int/get_float/get_bool/get_list with a literal name,
-os.environ.get / os.getenv / os.environ[...] / "X" in os.environ). Which service needs which
+(AST: settings fields declared with `validation_alias="X"` (ferry.config), ferry.config helpers
+get_str/get_int/get_float/get_bool/get_list with a literal name, os.environ.get / os.getenv /
+os.environ[...] / "X" in os.environ). Which service needs which
 variable follows the code: a service needs what its own package reads plus what the ferry/
 functions and classes it uses read (e.g. S3Config.from_env -> FERRY_S3_*), transitively.
 """
@@ -106,6 +107,9 @@ def _env_reads(tree: ast.AST, where: str) -> tuple[set[str], list[str]]:
             func = node.func
             fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
             first = node.args[0] if node.args else None
+            for kw in node.keywords:
+                if kw.arg == "validation_alias":  # a pydantic-settings field: Field(..., validation_alias="X")
+                    take(kw.value, node)
             if fname in HELPERS:
                 take(first, node)
             elif fname == "getenv":

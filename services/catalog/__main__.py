@@ -5,18 +5,14 @@ from __future__ import annotations
 import sys
 
 from ferry import grpcserver, logs
-from ferry.config import ConfigError
+from ferry.config import read_or_exit
 from services.catalog.config import CatalogConfig
 from services.catalog.server import StorageUnavailable, start
 
 
 def main() -> int:
-    log = logs.setup("catalog")
-    try:
-        cfg = CatalogConfig.from_env()
-    except ConfigError as exc:
-        print(f"catalog: bad configuration: {exc}", file=sys.stderr)
-        return 2
+    cfg = read_or_exit("catalog", CatalogConfig.from_env)
+    log = logs.setup("catalog", cfg.log.level)
     try:
         server = start(cfg)
     except StorageUnavailable as exc:

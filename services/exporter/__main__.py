@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ferry import grpcserver, logs
+from ferry.config import read_or_exit
 from services.exporter.config import ExporterConfig
 from services.exporter.server import start
 
 
 def main() -> None:
-    log = logs.setup("exporter")
-    cfg = ExporterConfig.from_env()
+    cfg = read_or_exit("exporter", ExporterConfig.from_env)
+    log = logs.setup("exporter", cfg.log.level)
     log.info("starting with %r", cfg)
     running, _ = start(cfg)
     grpcserver.run_until_signalled(running, "exporter")

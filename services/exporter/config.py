@@ -2,53 +2,64 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import json
+from typing import Any
+
+from pydantic import Field, field_validator
 
 from ferry import config as c
+from services.exporter.openai_report import _parse_prices
 
 
-@dataclass(frozen=True)
-class ExporterConfig:
-    grpc_port: int
-    catalog_addr: str
-    s3: c.S3Config
-    # Exports running at once in this replica.
-    workers: int = 2
-    grpc_workers: int = 16
-    shutdown_grace: float = 20.0
-    # Lifetime of presigned download URLs.
-    url_ttl_seconds: int = 3600
-    # Where the train/validation shuffle spools its buckets; empty = the system temp dir.
-    tmp_dir: str = ""
-    # Seconds between scans for queued or stalled export jobs to pick up; 0 disables.
-    poll_seconds: float = 5.0
-    # Seconds between heartbeats of a running export (keep well under FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS).
-    heartbeat_seconds: float = 3.0
-    # Input read per conversion batch.
-    batch_bytes: int = 4 * 1024 * 1024
-    # Processes that tokenise an openai export's validation report (each holds a ~200 MB tokenizer).
-    report_processes: int = 2
-    grpc: c.GrpcConfig = field(default_factory=c.GrpcConfig)
+class OpenAIPrices(c.Settings):
+    """Overrides of the OpenAI price table (read again by every report, so a test can set it per report)."""
+
+    prices: dict[str, float] = Field(
+        {}, validation_alias="FERRY_OPENAI_PRICES_JSON",
+        description='overrides the OpenAI price table: `{"model": USD per 1M training tokens}`; empty: built-in',
+        json_schema_extra={"kind": "JSON object"})
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _parse(cls, raw: Any) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        if not raw.strip():
+            return {}
+        try:
+            parsed = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"is not valid JSON: {exc}") from None
+        return _parse_prices(parsed, "FERRY_OPENAI_PRICES_JSON", ValueError)
+
+
+class ExporterConfig(c.Settings):
+    grpc_port: c.Port = c.grpc_port(c.EXPORTER_PORT)
+    catalog_addr: c.Address = c.catalog_addr()
+    s3: c.S3Config = c.group(c.S3Config)
+    workers: int = Field(2, ge=1, validation_alias="FERRY_EXPORT_WORKERS",
+                         description="exports running at once in one replica")
+    grpc_workers: int = c.grpc_workers(16)
+    shutdown_grace: float = c.shutdown_grace()
+    url_ttl_seconds: int = Field(3600, ge=1, validation_alias="FERRY_EXPORT_URL_TTL_SECONDS",
+                                 description="lifetime of presigned download URLs")
+    tmp_dir: str = Field("", validation_alias="FERRY_EXPORT_TMP_DIR",
+                         description="where the seeded train/validation shuffle spools its buckets",
+                         json_schema_extra={"doc_default": "system temp dir", "kind": "path"})
+    poll_seconds: float = Field(5.0, ge=0, allow_inf_nan=False, validation_alias="FERRY_EXPORT_POLL_SECONDS",
+                                description="how often to look for queued or stalled exports (0 disables)")
+    heartbeat_seconds: float = Field(3.0, gt=0, allow_inf_nan=False, validation_alias="FERRY_EXPORT_HEARTBEAT_SECONDS",
+                                     description="heartbeat of a running export (keep well under the catalog's "
+                                                 "`FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS`)")
+    batch_bytes: int = Field(4 * 1024 * 1024, ge=65536, validation_alias="FERRY_EXPORT_BATCH_BYTES",
+                             description="input read per conversion batch (memory vs. speed)")
+    report_processes: int = Field(2, ge=1, validation_alias="FERRY_EXPORT_REPORT_PROCESSES",
+                                  description="processes that tokenise an openai export's validation report side by "
+                                              "side (its tokenizer holds the GIL); each holds ~220 MB")
+    prices: OpenAIPrices = c.group(OpenAIPrices)  # checked at start-up; each report reads them again
+    grpc: c.GrpcConfig = c.group(c.GrpcConfig)
+    log: c.LogConfig = c.group(c.LogConfig)
 
     def __repr__(self) -> str:
         return (f"ExporterConfig(port={self.grpc_port}, catalog={self.catalog_addr}, bucket={self.s3.bucket}, "
-                f"workers={self.workers}, poll={self.poll_seconds}s, {self.grpc})")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ExporterConfig:
-        return cls(
-            grpc_port=c.get_int("FERRY_GRPC_PORT", 50053, env, minimum=0),
-            catalog_addr=c.get_str("FERRY_CATALOG_ADDR", "localhost:50051", env),
-            s3=c.S3Config.from_env(env),
-            workers=c.get_int("FERRY_EXPORT_WORKERS", 2, env, minimum=1),
-            grpc_workers=c.get_int("FERRY_GRPC_WORKERS", 16, env, minimum=1),
-            shutdown_grace=c.get_float("FERRY_SHUTDOWN_GRACE_SECONDS", 20.0, env),
-            url_ttl_seconds=c.get_int("FERRY_EXPORT_URL_TTL_SECONDS", 3600, env, minimum=1),
-            tmp_dir=c.get_str("FERRY_EXPORT_TMP_DIR", "", env),
-            poll_seconds=c.get_float("FERRY_EXPORT_POLL_SECONDS", 5.0, env),
-            heartbeat_seconds=c.get_float("FERRY_EXPORT_HEARTBEAT_SECONDS", 3.0, env),
-            batch_bytes=c.get_int("FERRY_EXPORT_BATCH_BYTES", 4 * 1024 * 1024, env, minimum=65536),
-            report_processes=c.get_int("FERRY_EXPORT_REPORT_PROCESSES", 2, env, minimum=1),
-            grpc=c.GrpcConfig.from_env(env),
-        )
+                f"workers={self.workers}, poll={self.poll_seconds}s, {self.grpc!r})")

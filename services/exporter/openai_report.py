@@ -19,7 +19,7 @@ from typing import Any
 
 from orjson import loads as _fast_loads
 
-from ferry.config import ConfigError, Env, get_str
+from ferry.config import Env
 from ferry.errors import InvalidArgument
 
 MODEL_FIELD = "additional_params.model"
@@ -176,15 +176,10 @@ def _parse_prices(raw: Any, where: str, error: Callable[[str], Exception]) -> di
 
 
 def prices_from_env(env: Env | None = None) -> dict[str, float]:
-    """Overrides from FERRY_OPENAI_PRICES_JSON (empty when unset); bad JSON fails at start-up."""
-    raw = get_str("FERRY_OPENAI_PRICES_JSON", "", env=env)
-    if not raw.strip():
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"FERRY_OPENAI_PRICES_JSON is not valid JSON: {exc}") from None
-    return _parse_prices(parsed, "FERRY_OPENAI_PRICES_JSON", ConfigError)
+    """Overrides from FERRY_OPENAI_PRICES_JSON (empty when unset); bad JSON fails at start-up (ConfigError)."""
+    from services.exporter.config import OpenAIPrices  # declared there (that module imports this one)
+
+    return dict(OpenAIPrices.from_env(env).prices)
 
 
 # ---------------------------------------------------------------------------

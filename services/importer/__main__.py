@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from ferry import logs
+from ferry.config import read_or_exit
 from ferry.grpcserver import run_until_signalled
 from services.importer.app import start
 from services.importer.config import ImporterConfig
 
 
 def main() -> None:
-    log = logs.setup("importer")
-    cfg = ImporterConfig.from_env()
+    cfg = read_or_exit("importer", ImporterConfig.from_env)
+    log = logs.setup("importer", cfg.log.level)
     log.info("starting with %r", cfg)
     importer = start(cfg)
     run_until_signalled(importer.server, "importer")

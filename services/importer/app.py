@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -38,19 +37,19 @@ class Importer:
         self.server.stop(grace)
 
 
-def _bound_allocators() -> None:
+def _bound_allocators(arrow_pool: str) -> None:
     """Keep RSS flat under threads: glibc's per-thread malloc arenas and Arrow's caching pool both hoard memory."""
     try:
         ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass
-    if os.environ.get("FERRY_ARROW_POOL", "system") == "system":
+    if arrow_pool == "system":
         pa.set_memory_pool(pa.system_memory_pool())
 
 
 def start(cfg: ImporterConfig, port: int | None = None) -> Importer:
     """Start the importer's gRPC server and worker pool; the pool resumes waiting imports at once."""
-    _bound_allocators()
+    _bound_allocators(cfg.arrow_pool)
     assert cfg.s3 is not None
     store = ObjectStore(cfg.s3)
     try:

@@ -3,57 +3,62 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+from pydantic import Field, field_validator
 
 from ferry import config as c
+from ferry.config import ConfigError
 from services.importer.tokens import parse_key
 
 
-@dataclass(frozen=True)
-class ImporterConfig:
-    grpc_port: int
-    catalog_addr: str
-    s3: c.S3Config | None
-    hf_endpoint: str
-    hf_token: c.Secret
-    workers: int
-    local_source_dirs: tuple[str, ...]
-    grpc_workers: int = 16
-    shutdown_grace: float = 20.0
-    # Seconds between scans for stalled import jobs to resume.
-    resume_scan_seconds: float = 10.0
-    # Size of the multipart-upload parts an import writes; a checkpoint follows each part.
-    part_bytes: int = 16 * 1024 * 1024
+class ImporterConfig(c.Settings):
+    grpc_port: c.Port = c.grpc_port(c.IMPORTER_PORT)
+    catalog_addr: c.Address = c.catalog_addr()
+    s3: c.S3Config | None = c.group(c.S3Config)
+    hf_endpoint: c.Url = Field("https://huggingface.co", validation_alias="HF_ENDPOINT",
+                               description="the Hub, or a mirror")
+    hf_token: c.Secret = Field(c.Secret(""), validation_alias="HF_TOKEN",
+                               description="token for gated/private datasets; a request's `X-HF-Token` takes "
+                                           "precedence")
+    workers: int = Field(2, ge=1, validation_alias="FERRY_IMPORT_WORKERS",
+                         description="imports running at once in one replica")
+    local_source_dirs: c.Names = Field((), validation_alias="FERRY_LOCAL_SOURCE_DIRS",
+                                       description="directories local imports may read; empty: local sources off")
+    grpc_workers: int = c.grpc_workers(16)
+    shutdown_grace: float = c.shutdown_grace()
+    resume_scan_seconds: float = Field(10.0, gt=0, allow_inf_nan=False,
+                                       validation_alias="FERRY_IMPORT_RESUME_SCAN_SECONDS",
+                                       description="how often to look for stalled imports to resume")
+    part_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024, validation_alias="FERRY_IMPORT_PART_BYTES",
+                            description="size of the multipart-upload parts an import writes; a checkpoint "
+                                        "follows each part")
     # Seals per-request HF tokens into the job record so another replica can resume the job (tokens.py).
-    token_key: c.Secret = field(default_factory=lambda: c.Secret(""))
-    worker_id: str = field(default="")
-    grpc: c.GrpcConfig = field(default_factory=c.GrpcConfig)
+    token_key: c.Secret = c.token_key()
+    arrow_pool: Literal["system", "default"] = Field(
+        "system", validation_alias="FERRY_ARROW_POOL",
+        description="Arrow memory pool: `system` (malloc; keeps peak RSS low) or `default` (Arrow's own)")
+    worker_id: str = ""
+    grpc: c.GrpcConfig = c.group(c.GrpcConfig)
+    log: c.LogConfig = c.group(c.LogConfig)
 
     def __repr__(self) -> str:
         return (f"ImporterConfig(port={self.grpc_port}, catalog={self.catalog_addr}, hub={self.hf_endpoint}, "
                 f"hub credentials {'configured' if self.hf_token else 'not configured'}, workers={self.workers}, "
-                f"local_source_dirs={self.local_source_dirs}, {self.grpc})")
+                f"local_source_dirs={self.local_source_dirs}, {self.grpc!r})")
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key(cls, key: c.Secret) -> c.Secret:
+        if key:
+            try:
+                parse_key(key)  # fail fast on a malformed key
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return key
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, with_s3: bool = True) -> ImporterConfig:
-        return cls(
-            grpc_port=c.get_int("FERRY_GRPC_PORT", 50052, env, minimum=0),
-            catalog_addr=c.get_str("FERRY_CATALOG_ADDR", "localhost:50051", env),
-            s3=c.S3Config.from_env(env) if with_s3 else None,
-            hf_endpoint=c.get_str("HF_ENDPOINT", "https://huggingface.co", env).rstrip("/"),
-            hf_token=c.Secret(c.get_str("HF_TOKEN", "", env)),
-            workers=c.get_int("FERRY_IMPORT_WORKERS", 2, env, minimum=1),
-            local_source_dirs=c.get_list("FERRY_LOCAL_SOURCE_DIRS", env),
-            grpc_workers=c.get_int("FERRY_GRPC_WORKERS", 16, env, minimum=1),
-            shutdown_grace=c.get_float("FERRY_SHUTDOWN_GRACE_SECONDS", 20.0, env),
-            resume_scan_seconds=c.get_float("FERRY_IMPORT_RESUME_SCAN_SECONDS", 10.0, env),
-            part_bytes=c.get_int("FERRY_IMPORT_PART_BYTES", 16 * 1024 * 1024, env, minimum=5 * 1024 * 1024),
-            token_key=_token_key(c.get_str("FERRY_TOKEN_KEY", "", env)),
-            grpc=c.GrpcConfig.from_env(env),
-        )
-
-
-def _token_key(text: str) -> c.Secret:
-    if text:
-        parse_key(text)  # fail fast on a malformed key
-    return c.Secret(text)
+    def from_env(cls, env: Mapping[str, str] | None = None, *, with_s3: bool = True, **overrides: Any) -> Self:
+        if not with_s3:
+            overrides["s3"] = None
+        return super().from_env(env, **overrides)
