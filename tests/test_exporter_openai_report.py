@@ -441,3 +441,25 @@ def test_a_report_spread_over_processes_equals_one_read_in_order(processes: int)
     assert got == want
     assert want["splits"]["train"]["format_errors"]["invalid_json"] > 20  # sample lists were truncated
     assert pool.peak_rss_mb > 0
+
+
+def test_stopping_the_pool_kills_a_child_that_does_not_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cancelled export stops its report children: one that does not exit within the grace (here frozen with
+    # SIGSTOP, as a runaway or swapping child would be) is killed, the others end at their next read. This is the
+    # behaviour a ProcessPoolExecutor could not keep (report_worker's docstring).
+    import os
+    import signal
+
+    from services.exporter import report_worker
+
+    monkeypatch.setattr(report_worker, "STOP_GRACE_S", 0.5)
+    pool = report_worker.ReportPool("gpt-4o-mini", None, 2)
+    try:
+        for _ in range(4):
+            pool.put("\n".join(_mixed_lines(50)).encode(), "train")
+        frozen = pool.workers[0].proc
+        os.kill(frozen.pid, signal.SIGSTOP)
+    finally:
+        pool.stop()
+    assert frozen.returncode == -signal.SIGKILL
+    assert all(w.proc.returncode is not None for w in pool.workers)

@@ -140,3 +140,12 @@ def test_json_lines_named_json_stream_through_the_lines_reader(tmp_path: Path) -
                                      batch_rows=20))
     assert pa.concat_tables([t for t, _ in got]).to_pylist() == ROWS[:50]
     assert [p.row for _, p in got] == [20, 40, 50] and all(p.byte_offset == 0 for _, p in got)
+
+
+@pytest.mark.parametrize("step", [1, 5, 1 << 20])
+def test_values_pythons_json_writes_come_out_as_json_loads_reads_them(step: int) -> None:
+    # NaN, Infinity (json.dump writes them for float nan/inf), an overflowing exponent, a lone surrogate escape:
+    # json.loads reads all four, so the JSON lines reader's fallback does too (ijson's yajl refuses or mangles them).
+    text = b'[{"a": NaN, "b": -Infinity, "c": 1e400, "s": "\\ud800x", "f": 0.1}, Infinity, 2.5]'
+    got, _ = _feed_all(text, step)
+    assert repr(got) == repr(json.loads(text)) == "[{'a': nan, 'b': -inf, 'c': inf, 's': '\\ud800x', 'f': 0.1}, inf, 2.5]"

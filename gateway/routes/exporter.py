@@ -19,6 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from ferry.exporter.v1 import exporter_pb2 as pb
+from ferry.media import content_type
 from gateway import limits as lim
 from gateway import waits
 from gateway.errors import error_docs
@@ -243,9 +244,6 @@ async def export_download(
 
 
 TERMINAL = (pb.EXPORT_STATUS_COMPLETE, pb.EXPORT_STATUS_ERROR, pb.EXPORT_STATUS_CANCELLED)
-MEDIA_TYPES = ((".jsonl", "application/jsonl"), (".json", "application/json"), (".csv", "text/csv; charset=utf-8"),
-               (".txt", "text/plain; charset=utf-8"), (".md", "text/markdown; charset=utf-8"),
-               (".py", "text/x-python; charset=utf-8"), (".zip", "application/zip"))
 
 
 def _first(call: Any, what: str) -> Any:
@@ -272,5 +270,4 @@ def _attachment(body: Iterator[bytes], name: str, headers: dict[str, str]) -> St
     ascii_name = base.encode("ascii", "replace").decode().replace("?", "_")
     headers = {**headers,
                "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(base)}"}
-    media = next((ctype for ext, ctype in MEDIA_TYPES if base.endswith(ext)), "application/octet-stream")
-    return StreamingResponse(body, media_type=media, headers=headers)
+    return StreamingResponse(body, media_type=content_type(base), headers=headers)

@@ -22,6 +22,7 @@ import yaml  # type: ignore[import-untyped]
 
 from ferry.canonical import TrainingType
 from ferry.errors import Internal, Unavailable
+from ferry.media import content_type
 from ferry.storage import ObjectStore
 from services.exporter import convert, hf_card
 from services.exporter.formats import FORMATS, ExportRequest
@@ -37,9 +38,6 @@ UPLOAD_QUEUE = 2
 REPORT_PROCESS_BYTES = 32 * 1024 * 1024
 REPORT_PROCESSES = 2
 PART_SIZE = 8 * 1024 * 1024
-CONTENT_TYPES = {".jsonl": "application/jsonl", ".json": "application/json", ".csv": "text/csv; charset=utf-8",
-                 ".txt": "text/plain; charset=utf-8", ".md": "text/markdown; charset=utf-8",
-                 ".py": "text/x-python; charset=utf-8"}
 CSV_BOM = b"\xef\xbb\xbf"
 MAX_SINGLE_COPY = 5 * 1024**3
 
@@ -80,13 +78,6 @@ class _Counter:
     rows_total: int = 0
     bytes_total: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _content_type(name: str) -> str:
-    for ext, ctype in CONTENT_TYPES.items():
-        if name.endswith(ext):
-            return ctype
-    return "application/octet-stream"
 
 
 def iter_line_batches(store: ObjectStore, key: str, batch_bytes: int = BATCH_BYTES) -> Iterator[bytes]:
@@ -299,14 +290,14 @@ class Exporter:
             index += _count_lines(data)
 
     def _upload(self, name: str, chunks: Iterable[bytes]) -> OutputFile:
-        res = self.store.upload_stream(self.staging + name, chunks, content_type=_content_type(name),
+        res = self.store.upload_stream(self.staging + name, chunks, content_type=content_type(name),
                                        part_size=PART_SIZE, queue_chunks=UPLOAD_QUEUE)
         out = OutputFile(name, self.staging + name, res.size, res.sha256)
         self.staged.append(out)
         return out
 
     def _put(self, name: str, data: bytes) -> OutputFile:
-        res = self.store.put_bytes(self.staging + name, data, content_type=_content_type(name))
+        res = self.store.put_bytes(self.staging + name, data, content_type=content_type(name))
         out = OutputFile(name, self.staging + name, res.size, res.sha256)
         self.staged.append(out)
         return out

@@ -333,6 +333,39 @@ def _first_lines(a: list[int], b: list[int]) -> list[int]:
     return sorted(set(a) | set(b))[:SAMPLE_LINES]
 
 
+def _sample(samples: list[int], lineno: int) -> None:
+    if len(samples) < SAMPLE_LINES:
+        samples.append(lineno)
+
+
+def _plain_content(m: dict, role: Any) -> str | None:
+    """The content of a valid {"role": ..., "content": ...} message (most are), read without the checks; else None."""
+    if len(m) == 2:
+        content = m.get("content")
+        if type(content) is str and content and type(role) is str and role in ALLOWED_ROLES:
+            return content
+    return None
+
+
+def _message_errors(m: dict, role: Any) -> set[str]:
+    """The format errors of one message (any message not read by the plain fast path)."""
+    errors: set[str] = set()
+    content = m.get("content")
+    calls = m.get("tool_calls") or m.get("function_call")
+    if not ALLOWED_MESSAGE_KEYS.issuperset(m):
+        errors.add("message_unrecognized_key")
+    if "role" not in m or ("content" not in m and not calls):
+        errors.add("message_missing_key")
+    # An assistant turn that only calls a tool/function may have no content.
+    if (not content and not calls) if type(content) is str else not (calls and content is None):
+        errors.add("missing_content")
+    if type(role) is not str or role not in ALLOWED_ROLES:
+        errors.add("unrecognized_role")
+    if "weight" in m and (role != "assistant" or m["weight"] not in (0, 1) or type(m["weight"]) is bool):
+        errors.add("invalid_weight")
+    return errors
+
+
 def default_epochs(n_examples: int) -> int:
     """The default n_epochs OpenAI picks for a training file of n_examples (as in its cookbook)."""
     if n_examples <= 0:
@@ -472,114 +505,97 @@ class OpenAIReport:
     def _check_and_count(self, st: _Split, lineno: int, messages: list, count: Any, exact: bool = True
                          ) -> set[str] | None:
         """Check and count one example; `st` changes only after every message is read (see _Reparse)."""
+        errors, total, assistant, roles = self._read_messages(messages, count, exact)
+        if "assistant" not in roles:
+            errors = errors or set()
+            errors.add("example_missing_assistant_message")
+        self._record(st, lineno, len(messages), total + TOKENS_REPLY_PRIMING, assistant, roles)
+        return errors
+
+    def _read_messages(self, messages: list, count: Any, exact: bool
+                       ) -> tuple[set[str] | None, int, int, set[str]]:
+        """(format errors or None, tokens, assistant tokens, known roles present) of an example's messages."""
         errors: set[str] | None = None
-        cache = self._cache
-
-        def tokens(text: str, role: Any) -> int:
-            # Short texts and system prompts repeat across examples; long ones rarely do.
-            if len(text) <= 64 or (role == "system" and len(text) <= 8192):
-                n = cache.get(text)
-                if n is None:
-                    n = count(text)
-                    if len(cache) >= 1024:
-                        cache.clear()
-                    cache[text] = n
-                return int(n)
-            return int(count(text))
-
-        total = 0
-        assistant = 0
-        has_system = has_user = has_assistant = False
+        total = assistant = 0
+        roles: set[str] = set()
+        tokens, cache = self._tokens, self._cache
         for m in messages:
             if type(m) is not dict:
                 errors = errors or set()
                 errors.add("message_not_object")
                 continue
-            role = m.get("role")
-            if len(m) == 2:
-                # Fast path for the common {"role", "content"} message; same checks and counts as below.
-                content = m.get("content")
-                if type(content) is str and content and type(role) is str and role in ALLOWED_ROLES:
-                    n_role = cache.get(role)
-                    if n_role is None:
-                        n_role = cache[role] = count(role)
-                    n = tokens(content, role)
-                    total += TOKENS_PER_MESSAGE + n_role + n
-                    if role == "assistant":
-                        has_assistant = True
-                        assistant += n
-                    elif role == "user":
-                        has_user = True
-                    elif role == "system":
-                        has_system = True
-                    continue
+            role: Any = m.get("role")
+            content = _plain_content(m, role)
+            if content is not None:  # the common case: the checks below would find nothing
+                n = tokens(content, role, count)
+                total += TOKENS_PER_MESSAGE + (cache.get(role) or tokens(role, role, count)) + n
+                roles.add(role)
+                if role == "assistant":
+                    assistant += n
+                continue
             if not exact:
                 raise _Reparse
-            content = m.get("content")
-            calls = m.get("tool_calls") or m.get("function_call")
-            if not ALLOWED_MESSAGE_KEYS.issuperset(m):
-                errors = errors or set()
-                errors.add("message_unrecognized_key")
-            if "role" not in m or ("content" not in m and not calls):
-                errors = errors or set()
-                errors.add("message_missing_key")
-            # An assistant turn that only calls a tool/function may have no content.
-            if (not content and not calls) if type(content) is str else not (calls and content is None):
-                errors = errors or set()
-                errors.add("missing_content")
-            if type(role) is not str or role not in ALLOWED_ROLES:
-                errors = errors or set()
-                errors.add("unrecognized_role")
-            elif role == "assistant":
-                has_assistant = True
-            elif role == "user":
-                has_user = True
-            elif role == "system":
-                has_system = True
-            if "weight" in m and (role != "assistant" or m["weight"] not in (0, 1) or type(m["weight"]) is bool):
-                errors = errors or set()
-                errors.add("invalid_weight")
+            found = _message_errors(m, role)
+            if found:
+                errors = found if errors is None else errors | found
+            if type(role) is str and role in ALLOWED_ROLES:
+                roles.add(role)
+            n, n_assistant = self._message_tokens(m, role, count)
+            total += n
+            assistant += n_assistant
+        return errors, total, assistant, roles
 
-            # num_tokens_from_messages: 3 per message + every value + 1 per name.
-            total += TOKENS_PER_MESSAGE
-            for key, value in m.items():
-                if type(value) is str:
-                    n = tokens(value, role)
-                elif value is None or key == "weight":
-                    continue
-                else:  # tool_calls / function_call / non-text content: their compact JSON
-                    n = count(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
-                total += n
-                if key == "name":
-                    total += TOKENS_PER_NAME
-                if role == "assistant" and key in ("content", "tool_calls", "function_call"):
-                    assistant += n
-        total += TOKENS_REPLY_PRIMING
+    def _message_tokens(self, m: dict, role: Any, count: Any) -> tuple[int, int]:
+        """num_tokens_from_messages for one message (3 + every value + 1 per name), and the assistant's part."""
+        total = TOKENS_PER_MESSAGE
+        assistant = 0
+        for key, value in m.items():
+            if type(value) is str:
+                n = self._tokens(value, role, count)
+            elif value is None or key == "weight":
+                continue
+            else:  # tool_calls / function_call / non-text content: their compact JSON
+                n = count(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+            total += n
+            if key == "name":
+                total += TOKENS_PER_NAME
+            if role == "assistant" and key in ("content", "tool_calls", "function_call"):
+                assistant += n
+        return total, assistant
 
-        if not has_assistant:
-            errors = errors or set()
-            errors.add("example_missing_assistant_message")
+    def _tokens(self, text: str, role: Any, count: Any) -> int:
+        # Short texts and system prompts repeat across examples; long ones rarely do.
+        if len(text) <= 64 or (role == "system" and len(text) <= 8192):
+            cache = self._cache
+            n = cache.get(text)
+            if n is None:
+                n = count(text)
+                if len(cache) >= 1024:
+                    cache.clear()
+                cache[text] = n
+            return int(n)
+        return int(count(text))
+
+    def _record(self, st: _Split, lineno: int, n_messages: int, total: int, assistant: int, roles: set[str]
+                ) -> None:
+        """Add one example's counts to its split."""
         st.examples += 1
         st.tokens.add(total)
         st.assistant_tokens.add(assistant)
-        st.messages.add(len(messages))
+        st.messages.add(n_messages)
         limit = self.context_limit
         if total > limit:
             st.over_limit += 1
-            if len(st.over_limit_samples) < SAMPLE_LINES:
-                st.over_limit_samples.append(lineno)
+            _sample(st.over_limit_samples, lineno)
             st.capped_tokens += limit
         else:
             st.capped_tokens += total
-        if not has_system:
+        if "system" not in roles:
             st.missing_system += 1
-            if len(st.missing_system_samples) < SAMPLE_LINES:
-                st.missing_system_samples.append(lineno)
-        if not has_user:
+            _sample(st.missing_system_samples, lineno)
+        if "user" not in roles:
             st.missing_user += 1
-            if len(st.missing_user_samples) < SAMPLE_LINES:
-                st.missing_user_samples.append(lineno)
-        return errors
+            _sample(st.missing_user_samples, lineno)
 
     @staticmethod
     def _errors(st: _Split, lineno: int, errors: Any) -> None:

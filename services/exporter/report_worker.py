@@ -11,6 +11,15 @@ carrying its report's state. Tokenising holds the GIL, so ReportPool spreads the
 batches over several such children and merges their states into one report:
 line numbers travel with each batch, so the merged report equals one that read
 every line in order.
+
+Why not concurrent.futures.ProcessPoolExecutor (a "spawn" pool of FERRY_EXPORT_REPORT_PROCESSES workers, each
+batch a task returning its state): it would do the tokenising and the merge as well, but not a cancel. Its
+shutdown(wait=False, cancel_futures=True) cancels only the tasks still in its own queue: every running task and the
+one already handed to the call queue run to their end, and Python 3.11 has no public way to stop a worker
+(terminate_workers() arrives in 3.14). A batch usually takes ~0.3 s, but one long line, a stuck tokeniser or a
+swapping child would keep ~220 MB and a core busy after the export was cancelled. Here a cancel closes every
+child's input and kills any child still running STOP_GRACE_S later (ReportPool.stop). Its memory is bounded the
+same way as here only with a hand-kept cap on tasks in flight (a pipe write blocks; submit() never does).
 """
 
 from __future__ import annotations
@@ -23,11 +32,14 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 _LEN = struct.Struct(">I")
+# How long a stop gives the children, all together, to finish their batch and exit before they are killed.
+STOP_GRACE_S = 5.0
 
 
 def peak_rss_mb() -> float:
@@ -128,14 +140,19 @@ class ReportProcess:
             raise RuntimeError(f"the OpenAI report failed: {answer.get('error')}")
         return pickle.loads(base64.b64decode(answer["state"]))  # noqa: S301 - our own child's answer
 
-    def stop(self) -> None:
+    def close_input(self) -> None:
+        """No more batches (not even the end frame): the child stops at its next read."""
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
             except OSError:
                 pass
+
+    def stop(self, grace: float | None = None) -> None:
+        """Close the input, wait up to `grace` seconds (STOP_GRACE_S) for the child to exit, then kill it."""
+        self.close_input()
         try:
-            self.proc.wait(5)
+            self.proc.wait(STOP_GRACE_S if grace is None else grace)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
@@ -178,8 +195,12 @@ class ReportPool:
         return report.finish()
 
     def stop(self) -> None:
+        """Every child stops at once: inputs closed first, then one STOP_GRACE_S for all before kills."""
         for w in self.workers:
-            w.stop()
+            w.close_input()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for w in self.workers:
+            w.stop(max(0.0, deadline - time.monotonic()))
 
 
 if __name__ == "__main__":

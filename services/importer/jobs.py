@@ -31,6 +31,7 @@ from ferry.canonical import TrainingType
 from ferry.catalog.v1 import catalog_pb2 as cpb
 from ferry.errors import Cancelled, FailedPrecondition, FerryError, NotFound, Unavailable
 from ferry.jsonl import LineIndexBuilder
+from ferry.media import content_type
 from ferry.storage import ObjectStore
 from services.importer import reader
 from services.importer.convert import RowMapper
@@ -458,7 +459,7 @@ class Runner:
         self.cp["current"] = st.__dict__
         resuming = bool(st.upload_id)
         if not st.upload_id:
-            st.upload_id = store.start_multipart(st.key, "application/x-ndjson")
+            st.upload_id = store.start_multipart(st.key, content_type(st.key))
             self._checkpoint()
         builder = st.builder()
         start = reader.Position.from_json(st.position) if st.position else reader.Position()
