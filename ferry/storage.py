@@ -19,7 +19,6 @@ import base64
 import hashlib
 import queue
 import threading
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from ferry.config import S3Config
 from ferry.errors import FerryError, NotFound, Unavailable
@@ -160,16 +160,13 @@ class ObjectStore:
         )
 
     def ensure_bucket(self, wait: float = 0.0) -> None:
-        """Create the bucket if missing, retrying for up to `wait` seconds while storage starts."""
-        deadline = time.monotonic() + wait
-        while True:
-            try:
+        """Create the bucket if missing, retrying for up to `wait` seconds while storage starts.
+
+        Every 0.3 s; once `wait` has passed the last attempt's FerryError is raised as it is."""
+        for attempt in Retrying(stop=stop_after_delay(wait), wait=wait_fixed(0.3),
+                                retry=retry_if_exception_type(FerryError), reraise=True):
+            with attempt:
                 self._create_bucket()
-                return
-            except FerryError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.3)
 
     def _create_bucket(self) -> None:
         try:

@@ -109,3 +109,29 @@ def test_uploads_are_signed_in_the_query_with_an_unsigned_payload(object_store: 
     puts = [r.getMessage() for r in caplog.records if '"PUT /' in r.getMessage()]
     assert len(puts) == 3 and all("partNumber=" in m and "X-Amz-Signature=" in m for m in puts), puts
     assert object_store.stat("u/data.bin") == 12 * 1024 * 1024
+
+
+def test_ensure_bucket_waits_for_storage_then_gives_up_naming_the_bucket(s3_env: dict[str, str]) -> None:
+    """Retried while storage is unreachable (a cut relay in front of the real server) for up to `wait` seconds."""
+    import threading
+    import time
+
+    from ferry.config import S3Config
+    from ferry.errors import Unavailable
+    from tests.fixtures.netproxy import tcp_proxy
+
+    host, port = s3_env["FERRY_S3_ENDPOINT"].split("://", 1)[1].split(":")
+    with tcp_proxy(host, int(port)) as proxy:
+        store = ObjectStore(S3Config.from_env({**s3_env, "FERRY_S3_ENDPOINT": f"http://{proxy.endpoint}"}))
+        proxy.cut()
+        t0 = time.monotonic()
+        with pytest.raises(Unavailable, match=f"create bucket {store.bucket}"):
+            store.ensure_bucket()  # no wait: one attempt
+        per_attempt = proxy.refused  # connections one attempt makes (urllib3's own retries included)
+        assert per_attempt > 0 and time.monotonic() - t0 < 5
+        with pytest.raises(Unavailable, match=f"create bucket {store.bucket}"):
+            store.ensure_bucket(wait=3.0)  # longer than one attempt (~1.4 s of urllib3 back-off)
+        assert proxy.refused - per_attempt >= 2 * per_attempt  # the attempt was repeated
+        threading.Timer(1.0, proxy.restore).start()
+        store.ensure_bucket(wait=30)  # storage comes back within the wait: the bucket is made
+        assert store.client.bucket_exists(store.bucket)
