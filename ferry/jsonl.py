@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MAGIC = b"FRYIDX01"
@@ -53,12 +53,6 @@ class LineIndexBuilder:
             pos = nl + 1
             self._at_line_start = True
         self.size += n
-
-    def wrap(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """Pass chunks through while indexing them (for use in an upload pipeline)."""
-        for chunk in chunks:
-            self.feed(chunk)
-            yield chunk
 
     def finish(self) -> bytes:
         if not self._at_line_start:

@@ -4,15 +4,22 @@ Uploads are multipart and fed from a bounded queue by a producer thread, so
 conversion overlaps with the network and memory stays at a few parts whatever
 the object's size. A multipart object only becomes visible when completed, and a
 failed producer aborts the upload: nothing half-written is ever visible.
+
+Writes go through `ObjectStore._send`, not minio's put_object: minio-py has no public multipart calls (create,
+upload part, complete, abort are its private `_` methods), and over plain http its public calls hash every body
+with SHA-256 for the signature (the server then hashes it again), a large share of an upload's CPU. So each write
+is signed with minio's public `get_presigned_url` (SigV4 in the query string, payload UNSIGNED-PAYLOAD, valid on
+http and https alike) and sent on the client's own urllib3 pool. Reads, listings, copies, deletes and the
+presigned downloads given to users use minio's public API as they are.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import io
 import queue
 import threading
-import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,9 +27,9 @@ from typing import Any, cast
 
 import urllib3
 from minio import Minio
-from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from ferry.config import S3Config
 from ferry.errors import FerryError, NotFound, Unavailable
@@ -30,26 +37,12 @@ from ferry.errors import FerryError, NotFound, Unavailable
 PART_SIZE = 16 * 1024 * 1024
 _MIN_PART = 5 * 1024 * 1024
 _IN_FLIGHT = 2
-# Request bodies at least this large are sent with an unsigned payload (see _Minio).
-UNSIGNED_PAYLOAD_MIN = 64 * 1024
-
-
-class _Minio(Minio):
-    """Minio that signs large request bodies as UNSIGNED-PAYLOAD on plain http too.
-
-    minio-py already does so over https (adding Content-MD5), which is left as it is. Over http it hashes every
-    part with SHA-256 for SigV4 (and the server hashes it again to check it), a large share of the upload's CPU.
-    SigV4 with UNSIGNED-PAYLOAD is valid on either scheme; the headers (incl. Content-Length) stay signed.
-    """
-
-    def _build_headers(self, host: str, headers: Any = None, body: bytes | None = None,
-                       creds: Any = None) -> Any:
-        if not creds or body is None or len(body) < UNSIGNED_PAYLOAD_MIN or self._base_url.is_https:
-            return super()._build_headers(host, headers, body, creds)  # type: ignore[misc]
-        built, date = super()._build_headers(host, headers, None, creds)  # type: ignore[misc]
-        built["Content-Length"] = str(len(body))
-        built["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
-        return built, date
+# Bodies below this size also carry a Content-MD5 on plain http (control requests, tiny objects); over https
+# every body does, as minio-py does it. Larger bodies on http rely on TCP, as they did when minio signed them
+# UNSIGNED-PAYLOAD.
+MD5_BELOW = 64 * 1024
+# How long the URL signed for one of our own requests is valid: it is sent at once and never leaves the process.
+_REQUEST_TTL = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -99,7 +92,7 @@ class _PartUploader:
                 data = buf[0] if len(buf) == 1 else b"".join(buf)
                 del buf
                 if eof and number == 0:
-                    store.client._put_object(store.bucket, self.key, data, {"Content-Type": self.content_type})
+                    store._put(self.key, data, self.content_type)
                     return
                 if not data:
                     break
@@ -140,6 +133,8 @@ def _wrap(exc: Exception, what: str) -> FerryError:
         if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchUpload"):
             return NotFound(f"{what}: {exc.code}")
         return Unavailable(f"object storage failed ({what}): {exc.code} {exc.message}")
+    if isinstance(exc, ServerError):
+        return Unavailable(f"object storage failed ({what}): HTTP {exc.status_code}")
     return Unavailable(f"object storage is unreachable ({what}): {type(exc).__name__}")
 
 
@@ -150,31 +145,28 @@ class ObjectStore:
         self.bucket = cfg.bucket
         self._cfg = cfg
         self._public: Minio | None = None
-        http = urllib3.PoolManager(
+        self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5.0, read=60.0),
             maxsize=16,
             retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
-        self.client = _Minio(
+        self.client = Minio(
             cfg.endpoint,
             access_key=str(cfg.access_key),
             secret_key=str(cfg.secret_key),
             secure=cfg.secure,
             region=cfg.region,
-            http_client=http,
+            http_client=self._http,
         )
 
     def ensure_bucket(self, wait: float = 0.0) -> None:
-        """Create the bucket if missing, retrying for up to `wait` seconds while storage starts."""
-        deadline = time.monotonic() + wait
-        while True:
-            try:
+        """Create the bucket if missing, retrying for up to `wait` seconds while storage starts.
+
+        Every 0.3 s; once `wait` has passed the last attempt's FerryError is raised as it is."""
+        for attempt in Retrying(stop=stop_after_delay(wait), wait=wait_fixed(0.3),
+                                retry=retry_if_exception_type(FerryError), reraise=True):
+            with attempt:
                 self._create_bucket()
-                return
-            except FerryError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.3)
 
     def _create_bucket(self) -> None:
         try:
@@ -188,9 +180,37 @@ class ObjectStore:
 
     # -- writes ---------------------------------------------------------------
 
+    def _send(self, method: str, key: str, query: dict[str, str], body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+        """One S3 request on `key`, signed by minio's public presigner; S3Error (or ServerError) when refused.
+
+        Only the host is signed and the payload is UNSIGNED-PAYLOAD, so a body is sent as it is, hashed by
+        nobody on http (see the module docstring); the URL is valid for _REQUEST_TTL.
+        """
+        url = self.client.get_presigned_url(method, self.bucket, key, expires=_REQUEST_TTL,
+                                            extra_query_params=dict(query))
+        sent = dict(headers or {})
+        if body is not None and (self._cfg.secure or len(body) < MD5_BELOW):
+            sent["Content-MD5"] = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+        resp = self._http.request(method, url, body=body, headers=sent)
+        if resp.status < 300 and not (method == "POST" and _xml_root(resp.data) == "Error"):
+            return resp
+        # S3 answers errors in XML (CompleteMultipartUpload may do so with a 200 once the upload has started).
+        if _xml_root(resp.data) == "Error":
+            raise S3Error.fromxml(resp)
+        raise ServerError(f"object storage answered HTTP {resp.status} to {method} {key}", resp.status)
+
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
+        """One PutObject of `data` (at most 5 GiB: S3's limit for a single PUT)."""
+        self._send("PUT", key, {}, data, {"Content-Type": content_type})
+
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> UploadResult:
+        """Store `data` under `key`: one PUT up to PART_SIZE, else a multipart upload of PART_SIZE parts."""
+        if len(data) > PART_SIZE:
+            parts = (data[i: i + PART_SIZE] for i in range(0, len(data), PART_SIZE))
+            return self.upload_stream(key, parts, content_type=content_type, queue_chunks=_IN_FLIGHT)
         try:
-            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+            self._put(key, data, content_type)
         except Exception as exc:
             raise _wrap(exc, f"put {key}") from exc
         return UploadResult(key, len(data), hashlib.sha256(data).hexdigest())
@@ -257,27 +277,36 @@ class ObjectStore:
     def start_multipart(self, key: str, content_type: str = "application/octet-stream") -> str:
         """Open a multipart upload; nothing is visible under `key` until complete_multipart()."""
         try:
-            return str(self.client._create_multipart_upload(self.bucket, key, {"Content-Type": content_type}))
+            resp = self._send("POST", key, {"uploads": ""}, headers={"Content-Type": content_type})
+            upload_id = _xml_text(resp.data, "UploadId")
+            if not upload_id:
+                raise ServerError("CreateMultipartUpload answered without an UploadId", resp.status)
+            return upload_id
         except Exception as exc:
             raise _wrap(exc, f"start the upload of {key}") from exc
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
         """Upload part `number` (1-based); returns its ETag for complete_multipart()."""
         try:
-            return str(self.client._upload_part(self.bucket, key, data, None, upload_id, number))
+            resp = self._send("PUT", key, {"partNumber": str(number), "uploadId": upload_id}, data)
+            return str(resp.headers.get("ETag", "")).replace('"', "")
         except Exception as exc:
             raise _wrap(exc, f"upload part {number} of {key}") from exc
 
     def complete_multipart(self, key: str, upload_id: str, etags: list[tuple[int, str]]) -> None:
+        root = ET.Element("CompleteMultipartUpload")
+        for number, etag in etags:
+            part = ET.SubElement(root, "Part")
+            ET.SubElement(part, "PartNumber").text = str(number)
+            ET.SubElement(part, "ETag").text = f'"{etag}"'
         try:
-            self.client._complete_multipart_upload(self.bucket, key, upload_id,
-                                                   [Part(number, etag) for number, etag in etags])
+            self._send("POST", key, {"uploadId": upload_id}, ET.tostring(root), {"Content-Type": "application/xml"})
         except Exception as exc:
             raise _wrap(exc, f"complete {key}") from exc
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
-            self.client._abort_multipart_upload(self.bucket, key, upload_id)
+            self._send("DELETE", key, {"uploadId": upload_id})
         except Exception as exc:
             raise _wrap(exc, f"abort the upload of {key}") from exc
 
@@ -399,6 +428,24 @@ class ObjectStore:
             ))
         except Exception as exc:
             raise _wrap(exc, f"presign {key}") from exc
+
+
+def _xml_root(data: bytes) -> str:
+    """The local name of an XML document's root element ("" when `data` is not XML)."""
+    if not data.lstrip().startswith(b"<"):
+        return ""
+    try:
+        return ET.fromstring(data).tag.rsplit("}", 1)[-1]
+    except ET.ParseError:
+        return ""
+
+
+def _xml_text(data: bytes, name: str) -> str:
+    """The text of the first element called `name` (any namespace) in an S3 XML answer."""
+    for el in ET.fromstring(data).iter():
+        if el.tag.rsplit("}", 1)[-1] == name:
+            return el.text or ""
+    return ""
 
 
 def _drain(q: queue.Queue[Any], producer: threading.Thread) -> None:

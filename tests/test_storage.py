@@ -67,3 +67,71 @@ def test_presigned_urls_are_signed_for_the_public_endpoint(s3_env: dict[str, str
     for bad in ("files.example.com", "https://files.example.com/bucket"):
         with pytest.raises(ConfigError, match="FERRY_S3_PUBLIC_ENDPOINT"):
             S3Config.from_env({**s3_env, "FERRY_S3_PUBLIC_ENDPOINT": bad})
+
+
+def test_multipart_calls_round_trip_and_name_what_failed(object_store: ObjectStore) -> None:
+    from ferry.errors import FerryError
+    from ferry.storage import PART_SIZE
+
+    part1, part2 = b"a" * (5 * 1024 * 1024), b"b" * 1000
+    upload_id = object_store.start_multipart("m/out.jsonl", "application/x-ndjson")
+    etags = [(1, object_store.upload_part("m/out.jsonl", upload_id, 1, part1)),
+             (2, object_store.upload_part("m/out.jsonl", upload_id, 2, part2))]
+    assert object_store.stat("m/out.jsonl") is None  # nothing visible before the upload completes
+    object_store.complete_multipart("m/out.jsonl", upload_id, etags)
+    assert object_store.get_bytes("m/out.jsonl") == part1 + part2
+    assert object_store.client.stat_object(object_store.bucket, "m/out.jsonl").content_type == "application/x-ndjson"
+    # S3's XML errors surface as Ferry errors naming the call and the key.
+    with pytest.raises(NotFound, match="upload part 1 of m/other.jsonl: NoSuchUpload"):
+        object_store.upload_part("m/other.jsonl", "no-such-upload", 1, b"x")
+    upload_id = object_store.start_multipart("m/bad.jsonl")
+    with pytest.raises(FerryError, match="complete m/bad.jsonl"):
+        object_store.complete_multipart("m/bad.jsonl", upload_id, [(1, "0" * 32)])
+    object_store.abort_multipart("m/bad.jsonl", upload_id)
+    assert object_store.list_keys("m/") == ["m/out.jsonl"]
+    # put_bytes: one PUT up to a part, multipart above; both keep the content type.
+    big = bytes(range(256)) * (PART_SIZE // 256 + 4096)
+    for key, data in (("p/small.json", b'{"a": 1}'), ("p/big.bin", big)):
+        result = object_store.put_bytes(key, data, content_type="application/json")
+        assert (result.size, result.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        assert object_store.get_bytes(key) == data
+        assert object_store.client.stat_object(object_store.bucket, key).content_type == "application/json"
+
+
+def test_uploads_are_signed_in_the_query_with_an_unsigned_payload(object_store: ObjectStore,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Parts go out presigned (SigV4 in the URL, UNSIGNED-PAYLOAD): nobody hashes the body on plain http."""
+    import logging
+
+    chunks = [b"x" * (1024 * 1024)] * 12
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        object_store.upload_stream("u/data.bin", iter(chunks), part_size=5 * 1024 * 1024)
+    puts = [r.getMessage() for r in caplog.records if '"PUT /' in r.getMessage()]
+    assert len(puts) == 3 and all("partNumber=" in m and "X-Amz-Signature=" in m for m in puts), puts
+    assert object_store.stat("u/data.bin") == 12 * 1024 * 1024
+
+
+def test_ensure_bucket_waits_for_storage_then_gives_up_naming_the_bucket(s3_env: dict[str, str]) -> None:
+    """Retried while storage is unreachable (a cut relay in front of the real server) for up to `wait` seconds."""
+    import threading
+    import time
+
+    from ferry.config import S3Config
+    from ferry.errors import Unavailable
+    from tests.fixtures.netproxy import tcp_proxy
+
+    host, port = s3_env["FERRY_S3_ENDPOINT"].split("://", 1)[1].split(":")
+    with tcp_proxy(host, int(port)) as proxy:
+        store = ObjectStore(S3Config.from_env({**s3_env, "FERRY_S3_ENDPOINT": f"http://{proxy.endpoint}"}))
+        proxy.cut()
+        t0 = time.monotonic()
+        with pytest.raises(Unavailable, match=f"create bucket {store.bucket}"):
+            store.ensure_bucket()  # no wait: one attempt
+        per_attempt = proxy.refused  # connections one attempt makes (urllib3's own retries included)
+        assert per_attempt > 0 and time.monotonic() - t0 < 5
+        with pytest.raises(Unavailable, match=f"create bucket {store.bucket}"):
+            store.ensure_bucket(wait=3.0)  # longer than one attempt (~1.4 s of urllib3 back-off)
+        assert proxy.refused - per_attempt >= 2 * per_attempt  # the attempt was repeated
+        threading.Timer(1.0, proxy.restore).start()
+        store.ensure_bucket(wait=30)  # storage comes back within the wait: the bucket is made
+        assert store.client.bucket_exists(store.bucket)

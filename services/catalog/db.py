@@ -84,6 +84,8 @@ class Database:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
+        # No retry loop of ours: timeout=30 is SQLite's own busy handler, waiting up to 30 s for another process's
+        # lock (a second catalog on the same file) before "database is locked".
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.row_factory = sqlite3.Row
         self._conn.create_function("contains_ci", 2, _contains_ci, deterministic=True)

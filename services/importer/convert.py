@@ -11,7 +11,6 @@ so both paths see them as plain columns named like the spec.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,9 +312,3 @@ def _is_blank(expr: pl.Expr) -> pl.Expr:
 def _enc(name: str) -> pl.Expr:
     """A column's values as JSON string literals (polars encodes in Rust; strings keep non-ASCII as UTF-8)."""
     return pl.struct(pl.col(name).alias("v")).struct.json_encode().str.strip_prefix('{"v":').str.strip_suffix("}")
-
-
-def iter_mapped(mapper: RowMapper, batches: Iterable[pa.RecordBatch]) -> Iterable[MappedBatch]:
-    """Convenience for callers that stream batches of one split."""
-    for batch in batches:
-        yield mapper.map_batch(batch)

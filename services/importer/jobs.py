@@ -750,13 +750,3 @@ class JobPool:
             t.join(max(0.0, deadline - time.monotonic()))
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         self.upload_pool.shutdown(wait=True, cancel_futures=True)
-
-    def wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._threads:
-                    return True
-            time.sleep(0.05)
-        return False
-

@@ -107,14 +107,6 @@ def parse_spec(spec: str, column_names: set[str] | list[str]) -> Spec:
     return Spec("column", (spec,))
 
 
-def format_spec(spec: Spec) -> str:
-    if spec.kind == "column":
-        return spec.column
-    if spec.kind == "join":
-        return "+".join(spec.columns)
-    return f"{spec.kind}:{spec.column}"
-
-
 def source_type(schema: pa.Schema, col: str, where: str = "field_mappings") -> pa.DataType:
     """The type of source `col`: a top-level column (always first, even when its name has dots) or a dot-path."""
     i = schema.get_field_index(col)

@@ -218,10 +218,6 @@ class ParquetMeta:
                 merged.append((a, b))
         return merged
 
-    def row_group_span(self, i: int) -> tuple[int, int]:
-        ranges = self._leaf_ranges(i, None)
-        return ranges[0][0], ranges[-1][1]
-
     def projected_bytes(self, columns: list[str] | None) -> int:
         """Bytes an import of `columns` downloads from this file (its column chunks, merged as they are fetched)."""
         return sum(b - a for i in range(self.metadata.num_row_groups) for a, b in self._leaf_ranges(i, columns))

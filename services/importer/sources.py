@@ -11,6 +11,7 @@ Every file is read at the revision pinned here (a commit sha, or a content hash 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import re
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import fsspec
 import yaml  # type: ignore[import-untyped]
-from datasets.data_files import FILES_TO_IGNORE, _get_data_files_patterns
+from datasets import DownloadConfig
+from datasets.data_files import FILES_TO_IGNORE, EmptyDatasetError, get_data_patterns
 
 from ferry.catalog.v1 import catalog_pb2
 from ferry.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -121,22 +124,88 @@ class Layout:
         return list(self.configs)
 
 
+class _Listing:
+    """Paths (files and their folders) under a root, for _ListingFS; a plain object so fsspec's instance token
+    (the str() of the constructor's arguments, taken on every glob) stays short."""
+
+    ROOT = "listing"
+
+    def __init__(self, files: list[str]) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+        for f in files:
+            parts = f"{self.ROOT}/{f}".split("/")
+            for i in range(1, len(parts)):
+                folder = "/".join(parts[:i])
+                self.entries.setdefault(folder, {"name": folder, "size": 0, "type": "directory"})
+            name = "/".join(parts)
+            self.entries[name] = {"name": name, "size": 0, "type": "file"}
+        self.names = sorted(self.entries)
+
+
+class _ListingFS(fsspec.AbstractFileSystem):
+    """A read-only fsspec filesystem over a list of paths (a Hub tree listing or a local walk), so `datasets`'
+    public get_data_patterns() can pick the split patterns without any file being fetched or written."""
+
+    protocol = "ferry-listing"
+    cachable = False  # one instance per glob, each holding its own listing
+
+    def __init__(self, listing: _Listing, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._listing = listing
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        path = self._strip_protocol(path)
+        if path == "":
+            return {"name": "", "size": 0, "type": "directory"}
+        if path not in self._listing.entries:
+            raise FileNotFoundError(path)
+        return self._listing.entries[path]
+
+    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
+             **kwargs: Any) -> Any:
+        # fsspec's own find walks folder by folder through ls(); one pass over the sorted names is enough here.
+        path = self._strip_protocol(path)
+        prefix = f"{path}/" if path else ""
+        out: dict[str, dict[str, Any]] = {}
+        if withdirs and path and self._listing.entries.get(path, {}).get("type") == "directory":
+            out[path] = self._listing.entries[path]
+        names = self._listing.names
+        for name in names[bisect.bisect_left(names, prefix):]:
+            if not name.startswith(prefix):
+                break
+            info = self._listing.entries[name]
+            if (withdirs or info["type"] == "file") and (maxdepth is None or name.count("/", len(prefix)) < maxdepth):
+                out[name] = info
+        if not out and self._listing.entries.get(path, {}).get("type") == "file":
+            out[path] = self._listing.entries[path]
+        return out if detail else sorted(out)
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
+        if self.info(path)["type"] == "file":
+            found = {self._strip_protocol(path): self.info(path)}
+        else:
+            found = self.find(path, maxdepth=1, withdirs=True, detail=True)
+            found.pop(self._strip_protocol(path), None)
+        return list(found.values()) if detail else sorted(found)
+
+
+fsspec.register_implementation(_ListingFS.protocol, _ListingFS, clobber=True)
+
+
 def _split_patterns(files: list[str], base: str = "") -> dict[str, list[str]]:
     """Split -> files under `base`, by `datasets`' default data-file patterns."""
     rel = [f[len(base):] for f in files if f.startswith(base)]
-
-    def resolver(pattern: str) -> list[str]:
-        return match_files(pattern, rel)
-
+    options = {_ListingFS.protocol: {"listing": _Listing(rel)}}
     try:
-        patterns = _get_data_files_patterns(resolver)
-    except (FileNotFoundError, ValueError):
+        patterns = get_data_patterns(f"{_ListingFS.protocol}://{_Listing.ROOT}",
+                                     DownloadConfig(storage_options=options))
+    except (EmptyDatasetError, ValueError):  # no data file matched; a split name `datasets` refuses
         return {}
     out: dict[str, list[str]] = {}
     for split, pats in patterns.items():
         seen: list[str] = []
         for p in pats:
-            for f in resolver(p):
+            for f in match_files(p, rel):
                 if f not in seen:
                     seen.append(f)
         if seen:
