@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from ferry.catalog_client import CatalogClient
 from ferry.errors import FerryError
 from ferry.grpcserver import Registration, RunningServer, serve
 from ferry.importer.v1 import importer_pb2_grpc
 from ferry.storage import ObjectStore
-from services.importer.catalog_client import CatalogClient
 from services.importer.config import ImporterConfig
 from services.importer.core import ImporterCore
 from services.importer.hub import HubClient

@@ -5,7 +5,8 @@ of one S3 multipart upload under the reserved `datasets/{id}/` prefix, with the 
 pass. After each part is stored the job's checkpoint (upload id, parts, source position, index state, counters)
 goes to the catalog, so an importer that dies is resumed by another one from its last part, not from zero.
 The multipart object is invisible until completed; a failed or cancelled job aborts it and deletes the prefix.
-The job record never holds a token: a per-request token lives only in this process's memory.
+The job record never holds a token in clear: a request's own HF token stays in this process's memory and goes
+into the request only sealed with FERRY_TOKEN_KEY (tokens.py), so another replica can resume the job with it.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pyarrow as pa
 
 from ferry.canonical import TrainingType
-from ferry.catalog.v1 import catalog_pb2 as cpb
+from ferry.catalog_client import CatalogClient
+from ferry.datasets import DatasetRegistration, DatasetSource, Feature, SourceKind, Split
 from ferry.errors import Cancelled, FailedPrecondition, FerryError, NotFound, Unavailable
+from ferry.jobs import Job, JobKind, JobProgress, JobUpdate, Phase
 from ferry.jsonl import LineIndexBuilder
 from ferry.storage import ObjectStore
 from services.importer import reader
@@ -50,9 +53,10 @@ MAX_SKIP_REASONS = 20
 # its last checkpoint, waiting 2, 4, 8 then 16 s, before the job fails: a store or Hub restart is not an error.
 TRANSIENT_RETRIES = 4
 RETRY_BASE_SECONDS = 2.0
-
-TRAINING_TYPE_TO_PB = {TrainingType.SL: cpb.TRAINING_TYPE_SL, TrainingType.DPO: cpb.TRAINING_TYPE_DPO,
-                       TrainingType.CHAT: cpb.TRAINING_TYPE_CHAT}
+# request_json stores the source kind as the number importers have always written there (the catalog proto's
+# numbering), so a job queued by one importer version is resumed by another.
+SOURCE_KIND_CODES = {SourceKind.UNSPECIFIED: 0, SourceKind.HUB: 1, SourceKind.LOCAL_DIR: 2, SourceKind.LOCAL_FILES: 3}
+_SOURCE_KINDS = {code: kind for kind, code in SOURCE_KIND_CODES.items()}
 
 
 class _Stop(Exception):
@@ -61,15 +65,15 @@ class _Stop(Exception):
 
 @dataclass
 class ImportRequest:
-    """A validated import, as stored in the job's request_json (never a token)."""
+    """A validated import, as stored in the job's request_json (never a token in clear)."""
 
     dataset_name: str
-    source_kind: int
+    source_kind: SourceKind
     repo_id: str
     revision: str
     config: str
     splits: list[str]
-    training_type: str
+    training_type: TrainingType
     field_mappings: dict[str, str]
     max_samples: int
     name: str
@@ -80,24 +84,28 @@ class ImportRequest:
     sealed_token: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
+        return json.dumps({**self.__dict__, "source_kind": SOURCE_KIND_CODES[self.source_kind],
+                           "training_type": self.training_type.value}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ImportRequest:
         d = json.loads(text)
         d["features"] = [tuple(x) for x in d.get("features", [])]
+        d["source_kind"] = _SOURCE_KINDS.get(int(d.get("source_kind", 0)), SourceKind.UNSPECIFIED)
+        d["training_type"] = TrainingType(d["training_type"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 # -- progress ----------------------------------------------------------------------------------------------------
 
 class Reporter:
-    """Sends the job's progress to the catalog at most ~4/s, at least every 2 s (heartbeat), from its own thread.
+    """Sends the job's progress to the catalog from its own thread: every REPORT_INTERVAL when it changed, and at
+    least every HEARTBEAT_INTERVAL (the heartbeat) when it did not.
 
     It is also how the worker learns of a cancel request or of losing the job to another worker.
     """
 
-    def __init__(self, catalog: Any, job_id: str, worker_id: str, meter: Meter, req: ImportRequest,
+    def __init__(self, catalog: CatalogClient, job_id: str, worker_id: str, meter: Meter, req: ImportRequest,
                  start_rows: int = 0, start_skipped: int = 0, start_bytes: int = 0) -> None:
         self.catalog = catalog
         self.job_id = job_id
@@ -135,7 +143,7 @@ class Reporter:
     def bytes_done(self) -> int:
         return self.bytes_base + self.meter.bytes
 
-    def progress(self, final: bool = False) -> cpb.JobProgress:
+    def progress(self, final: bool = False) -> JobProgress:
         elapsed = max(time.monotonic() - self._t0, 1e-6)
         rows_total = self.req.rows_total
         bytes_total = self.req.bytes_total
@@ -147,22 +155,22 @@ class Reporter:
             pct = min(99.0, 100.0 * self.bytes_done / bytes_total)
         else:
             pct = 0.0
-        return cpb.JobProgress(rows_done=self.rows_done, rows_total=rows_total, bytes_done=self.bytes_done,
-                               bytes_total=bytes_total, rows_per_second=self.rows / elapsed,
-                               bytes_per_second=self.meter.bytes / elapsed, percent=pct)
+        return JobProgress(rows_done=self.rows_done, rows_total=rows_total, bytes_done=self.bytes_done,
+                           bytes_total=bytes_total, rows_per_second=self.rows / elapsed,
+                           bytes_per_second=self.meter.bytes / elapsed, percent=pct)
 
-    def send(self, phase: cpb.JobPhase.ValueType = cpb.JOB_PHASE_UNSPECIFIED, *, checkpoint: str = "", error: str = "",
-             dataset_id: int = 0, message: str | None = None, final: bool = False) -> cpb.Job | None:
+    def send(self, phase: Phase | None = None, *, checkpoint: str = "", error: str = "", dataset_id: int = 0,
+             message: str | None = None, final: bool = False) -> Job | None:
         with self._lock:
             if message is not None:
                 self.message = message
-            req = cpb.UpdateJobRequest(
+            update = JobUpdate(
                 job_id=self.job_id, worker_id=self.worker_id, phase=phase, progress=self.progress(final),
                 message=self.message, error=error, checkpoint_json=checkpoint, dataset_id=dataset_id,
                 rows_skipped=self.skipped, skip_reasons=self.skip_reasons[:MAX_SKIP_REASONS],
             )
             try:
-                job = self.catalog.update_job(req)
+                job = self.catalog.update_job(update)
             except FailedPrecondition as exc:
                 # Another worker owns the job now (we were presumed dead): stop touching it.
                 log.warning("job %s: lost ownership (%s)", self.job_id, exc)
@@ -243,7 +251,7 @@ class _Pending:
 class Runner:
     """Runs one claimed import job to a terminal phase (or stops it cleanly for a later resume)."""
 
-    def __init__(self, owner: JobPool, job: cpb.Job, token: str | None) -> None:
+    def __init__(self, owner: JobPool, job: Job, token: str | None) -> None:
         self.pool = owner
         self.job = job
         self.req = ImportRequest.from_json(job.request_json)
@@ -288,20 +296,20 @@ class Runner:
                 log.info("job %s: stopped at its last checkpoint (will resume)", self.job.id)
                 return
             self._cleanup()
-            self.reporter.send(cpb.JOB_PHASE_CANCELLED, message="import cancelled; nothing was kept")
+            self.reporter.send(Phase.CANCELLED, message="import cancelled; nothing was kept")
         except FerryError as exc:
             if self.reporter.lost:
                 return
             log.warning("job %s failed: %s", self.job.id, exc)
             self._cleanup()
-            self.reporter.send(cpb.JOB_PHASE_ERROR, error=exc.message, message="import failed")
+            self.reporter.send(Phase.ERROR, error=exc.message, message="import failed")
         except Exception as exc:  # noqa: BLE001 - the job must end in a terminal phase
             if self.reporter.lost:
                 return
             ref = uuid.uuid4().hex[:12]
             log.exception("job %s crashed (ref %s)", self.job.id, ref)
             self._cleanup()
-            self.reporter.send(cpb.JOB_PHASE_ERROR, error=f"internal error (ref {ref}): {type(exc).__name__}",
+            self.reporter.send(Phase.ERROR, error=f"internal error (ref {ref}): {type(exc).__name__}",
                                message="import failed")
         finally:
             self.reporter.close()
@@ -341,19 +349,19 @@ class Runner:
         req = self.req
         if self.job.cancel_requested:
             raise Cancelled("import cancelled")
-        self.reporter.send(cpb.JOB_PHASE_DOWNLOADING, message=f"reading {req.dataset_name} at {req.revision[:12]}")
+        self.reporter.send(Phase.DOWNLOADING, message=f"reading {req.dataset_name} at {req.revision[:12]}")
         self._check()
         source = resolve(self.pool.hub, req.dataset_name, req.revision, self.token, self.pool.local_dirs)
         if source.revision != req.revision:
             raise FailedPrecondition(f"{req.dataset_name} changed since the import was requested (revision "
                                      f"{req.revision[:12]} is no longer what the source holds)")
         if "dataset_id" not in self.cp:
-            reserved = self.pool.catalog.reserve_dataset(self.job.id)
-            self.cp["dataset_id"] = int(reserved.dataset_id)
-            self.cp["prefix"] = reserved.object_prefix or f"datasets/{reserved.dataset_id}/"
+            dataset_id, prefix = self.pool.catalog.reserve_dataset(self.job.id)
+            self.cp["dataset_id"] = dataset_id
+            self.cp["prefix"] = prefix or f"datasets/{dataset_id}/"
             self.cp.setdefault("done", [])
             self._checkpoint()
-        prefix: str = self.cp["prefix"]
+        prefix = str(self.cp["prefix"])
         done_names = {d["split"] for d in self.cp["done"]}
         for split in req.splits:
             if split in done_names:
@@ -366,24 +374,22 @@ class Runner:
 
     def _finish(self, source: Source) -> None:
         req = self.req
-        self.reporter.send(cpb.JOB_PHASE_SAVING, message="registering the dataset")
+        self.reporter.send(Phase.SAVING, message="registering the dataset")
         self._check()
-        tt = TrainingType.parse(req.training_type)
-        splits = [cpb.Split(name=d["split"], num_rows=int(d["rows"]), num_bytes=int(d["bytes"]),
-                            object_key=d["key"], index_key=d["index_key"]) for d in self.cp["done"]]
-        dataset = self.pool.catalog.register_dataset(cpb.RegisterDatasetRequest(
+        splits = [Split(d["split"], int(d["rows"]), int(d["bytes"]), d["key"], d["index_key"])
+                  for d in self.cp["done"]]
+        dataset = self.pool.catalog.register_dataset(DatasetRegistration(
             dataset_id=int(self.cp["dataset_id"]), name=req.name,
-            source=cpb.DatasetSource(kind=cast(cpb.SourceKind.ValueType, req.source_kind), repo_id=req.repo_id,
-                                     revision=req.revision, config=req.config, splits=req.splits),
-            training_type=TRAINING_TYPE_TO_PB[tt], splits=splits, field_mappings=req.field_mappings,
-            features=[cpb.Feature(name=n, dtype=t) for n, t in req.features], import_job_id=self.job.id,
-            row_features=row_features(tt),
+            source=DatasetSource(req.source_kind, req.repo_id, req.revision, req.config, list(req.splits)),
+            training_type=req.training_type, splits=splits, field_mappings=req.field_mappings,
+            features=[Feature(n, t) for n, t in req.features], row_features=row_features(req.training_type),
+            import_job_id=self.job.id,
         ))
         total = sum(int(d["rows"]) for d in self.cp["done"])
         msg = f"imported {total} rows into dataset {dataset.id}"
         if self.reporter.skipped:
             msg += f" ({self.reporter.skipped} rows skipped)"
-        self.reporter.send(cpb.JOB_PHASE_COMPLETE, dataset_id=int(dataset.id), message=msg, final=True)
+        self.reporter.send(Phase.COMPLETE, dataset_id=dataset.id, message=msg, final=True)
 
     def _cleanup(self) -> None:
         """Abort the open multipart upload and remove everything under the reserved prefix."""
@@ -464,7 +470,7 @@ class Runner:
         start = reader.Position.from_json(st.position) if st.position else reader.Position()
         self.meter.bytes = 0
         self.reporter.bytes_base = int(self.cp.get("src_bytes", 0))
-        self.reporter.send(cpb.JOB_PHASE_CONVERTING, message=f"converting split {st.split}")
+        self.reporter.send(Phase.CONVERTING, message=f"converting split {st.split}")
         batches, schema = self._batches(source, st.split, start)
         mapper: RowMapper | None = None
         rows = st.rows
@@ -550,7 +556,7 @@ class Runner:
             if rows == 0:
                 reasons = "; ".join(self.reporter.skip_reasons[:3])
                 raise FailedPrecondition(
-                    f"no row of split {st.split!r} passed validation for {req.training_type}"
+                    f"no row of split {st.split!r} passed validation for {req.training_type.value}"
                     + (f" ({self.reporter.skipped} skipped, e.g. {reasons})" if self.reporter.skipped
                        else " (the split is empty)"))
             if buf_size or not st.parts and not pending:
@@ -594,13 +600,12 @@ def _safe(split: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in split)
 
 
-def row_features(tt: TrainingType) -> list[cpb.Feature]:
+def row_features(tt: TrainingType) -> list[Feature]:
     msgs = "list<struct<role: string, content: string>>"
     if tt is TrainingType.CHAT:
-        return [cpb.Feature(name="messages", dtype=msgs)]
+        return [Feature("messages", msgs)]
     names = ["prompt", "completion"] if tt is TrainingType.SL else ["prompt", "chosen", "rejected"]
-    return [cpb.Feature(name=n, dtype="string") for n in names] + [
-        cpb.Feature(name="system", dtype="string"), cpb.Feature(name="history", dtype=msgs)]
+    return [Feature(n, "string") for n in names] + [Feature("system", "string"), Feature("history", msgs)]
 
 
 def features_of(schema: pa.Schema) -> list[tuple[str, str]]:
@@ -612,7 +617,7 @@ def features_of(schema: pa.Schema) -> list[tuple[str, str]]:
 class JobPool:
     """FERRY_IMPORT_WORKERS job threads, plus a scanner that claims queued and stalled imports (resume)."""
 
-    def __init__(self, catalog: Any, store: ObjectStore, hub: HubClient, workers: int,
+    def __init__(self, catalog: CatalogClient, store: ObjectStore, hub: HubClient, workers: int,
                  local_dirs: tuple[str, ...], scan_seconds: float = 10.0, part_size: int = PART_SIZE,
                  sealer: TokenSealer | None = None) -> None:
         self.catalog = catalog
@@ -669,7 +674,7 @@ class JobPool:
     def _work(self, job_id: str) -> None:
         try:
             try:
-                job = self.catalog.claim_job(self.worker_id, job_id)
+                job = self.catalog.claim_job(JobKind.IMPORT, self.worker_id, job_id)
             except FerryError as exc:
                 log.info("claim %s: %s", job_id or "(any)", exc)
                 job = None
@@ -691,7 +696,7 @@ class JobPool:
     def _claim_waiting(self) -> None:
         while not self.stopping.is_set() and self._slots.acquire(blocking=False):
             try:
-                job = self.catalog.claim_job(self.worker_id)
+                job = self.catalog.claim_job(JobKind.IMPORT, self.worker_id)
             except FerryError as exc:
                 log.debug("scan for waiting imports: %s", exc)
                 job = None
@@ -703,8 +708,8 @@ class JobPool:
                 self._threads.add(t)
             t.start()
 
-    def _run_job(self, job: cpb.Job) -> None:
-        if job.phase in (cpb.JOB_PHASE_COMPLETE, cpb.JOB_PHASE_ERROR, cpb.JOB_PHASE_CANCELLED):
+    def _run_job(self, job: Job) -> None:
+        if job.phase.terminal:
             return
         with self._lock:
             if job.id in self._running:
@@ -726,7 +731,7 @@ class JobPool:
                 self._running.discard(job.id)
                 self._tokens.pop(job.id, None)
 
-    def _run_claimed(self, job: cpb.Job) -> None:
+    def _run_claimed(self, job: Job) -> None:
         try:
             self._run_job(job)
         finally:
