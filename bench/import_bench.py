@@ -70,8 +70,8 @@ def _child_ferry(a: dict[str, Any]) -> dict[str, Any]:
     from ferry import logs
     from ferry.canonical import TrainingType
     from ferry.jobs import Phase
-    from services.importer.app import start
     from services.importer.config import ImporterConfig
+    from services.importer.server import start
 
     logs.setup("importer", os.environ.get("FERRY_BENCH_LOG_LEVEL", "WARNING"))
     env = {**a["env"], "FERRY_CATALOG_ADDR": a["catalog_addr"], "HF_ENDPOINT": a["hub_url"],

@@ -11,13 +11,13 @@ import grpc
 from ferry import wire
 from ferry.catalog.v1 import catalog_pb2 as pb
 from ferry.catalog.v1 import catalog_pb2_grpc
-from services.catalog.core import Catalog
+from services.catalog.core import CatalogCore
 
 SERVICE_NAME = "ferry.catalog.v1.CatalogService"
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: CatalogCore) -> None:
         self.catalog = catalog
 
     # -- datasets ---------------------------------------------------------------------

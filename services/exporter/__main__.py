@@ -11,8 +11,8 @@ def main() -> None:
     log = logs.setup("exporter")
     cfg = ExporterConfig.from_env()
     log.info("starting with %r", cfg)
-    running, _ = start(cfg)
-    grpcserver.run_until_signalled(running, "exporter")
+    service = start(cfg)
+    grpcserver.run_until_signalled(service.server, "exporter")
 
 
 if __name__ == "__main__":
