@@ -23,6 +23,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,10 +243,16 @@ def _snapshot(b: LineIndexBuilder) -> tuple[str, int, int]:
 
 @dataclass
 class _Pending:
+    """A part being uploaded, and where the split stood when it was cut (its state once the part is stored)."""
+
     number: int
     size: int
     future: Future[str]
-    snapshot: dict[str, Any]
+    position: dict[str, int]
+    index: tuple[str, int, int]
+    rows: int
+    skipped: int
+    src_bytes: int
 
 
 class Runner:
@@ -271,13 +278,13 @@ class Runner:
 
     # -- checkpointing ---------------------------------------------------------------------------------------
 
-    def _checkpoint(self) -> None:
+    def checkpoint(self) -> None:
         self.cp["skipped"] = self.reporter.skipped
         self.cp["skip_reasons"] = self.reporter.skip_reasons[:MAX_SKIP_REASONS]
         self.reporter.send(checkpoint=json.dumps(self.cp), dataset_id=int(self.cp.get("dataset_id", 0)))
-        self._check()
+        self.check()
 
-    def _check(self) -> None:
+    def check(self) -> None:
         if self.reporter.lost or self.pool.stopping.is_set():
             raise _Stop()
         if self.reporter.cancel_requested:
@@ -335,7 +342,7 @@ class Runner:
                     pass  # the catalog may be what is down; the heartbeat thread keeps trying
                 if self.pool.stopping.wait(delay):
                     raise _Stop() from None
-                self._check()
+                self.check()
 
     def _rewind(self) -> None:
         """Progress back to the last checkpoint: rows converted after it will be converted again."""
@@ -350,7 +357,7 @@ class Runner:
         if self.job.cancel_requested:
             raise Cancelled("import cancelled")
         self.reporter.send(Phase.DOWNLOADING, message=f"reading {req.dataset_name} at {req.revision[:12]}")
-        self._check()
+        self.check()
         source = resolve(self.pool.hub, req.dataset_name, req.revision, self.token, self.pool.local_dirs)
         if source.revision != req.revision:
             raise FailedPrecondition(f"{req.dataset_name} changed since the import was requested (revision "
@@ -360,7 +367,7 @@ class Runner:
             self.cp["dataset_id"] = dataset_id
             self.cp["prefix"] = prefix or f"datasets/{dataset_id}/"
             self.cp.setdefault("done", [])
-            self._checkpoint()
+            self.checkpoint()
         prefix = str(self.cp["prefix"])
         done_names = {d["split"] for d in self.cp["done"]}
         for split in req.splits:
@@ -375,7 +382,7 @@ class Runner:
     def _finish(self, source: Source) -> None:
         req = self.req
         self.reporter.send(Phase.SAVING, message="registering the dataset")
-        self._check()
+        self.check()
         splits = [Split(d["split"], int(d["rows"]), int(d["bytes"]), d["key"], d["index_key"])
                   for d in self.cp["done"]]
         dataset = self.pool.catalog.register_dataset(DatasetRegistration(
@@ -413,11 +420,178 @@ class Runner:
 
     # -- one split -------------------------------------------------------------------------------------------
 
-    def _batches(self, source: Source, split: str, start: reader.Position) -> tuple[Iterator[reader.Batch],
-                                                                                   pa.Schema | None]:
-        paths = source.split_files(self.req.config, split)
-        files = [source.open(p, self.meter) for p in paths]
-        pool = self.pool.io_pool
+    def _import_split(self, source: Source, st: SplitState) -> None:
+        """Write one split (from its checkpoint when resumed), complete its upload and index, mark it done."""
+        self.cp["current"] = st.__dict__  # the live state: each stored part moves it forward
+        resuming = bool(st.upload_id)
+        if not resuming:
+            st.upload_id = self.store.start_multipart(st.key, "application/x-ndjson")
+            self.checkpoint()
+        self.meter.bytes = 0
+        self.reporter.bytes_base = int(self.cp.get("src_bytes", 0))
+        self.reporter.send(Phase.CONVERTING, message=f"converting split {st.split}")
+        writer = _SplitWriter(self, source, st, resuming)
+        t0 = time.perf_counter()
+        writer.write()
+        self.check()
+        self.store.complete_multipart(st.key, st.upload_id, [(int(n), str(e)) for n, e, _ in st.parts])
+        log.info("job %s split %s: %d rows, %d bytes in %.1fs (%s)", self.job.id, st.split, writer.rows,
+                 writer.builder.size, time.perf_counter() - t0,
+                 ", ".join(f"{k} {v:.1f}s" for k, v in writer.timing.items()))
+        index_key = st.key[: -len(".jsonl")] + ".idx"
+        self.store.put_bytes(index_key, writer.builder.finish())
+        self.cp["done"].append({"split": st.split, "key": st.key, "index_key": index_key, "rows": writer.rows,
+                                "bytes": writer.builder.size})
+        self.cp["current"] = None
+        self.checkpoint()
+
+
+class _SplitWriter:
+    """Converts one split into the parts of its multipart upload, moving the checkpoint as each part is stored.
+
+    Reads record batches from the split's position, maps them to JSONL (fed to the line index as it goes) and
+    uploads a part whenever part_size bytes are buffered, with up to MAX_PARTS_IN_FLIGHT parts in flight.
+    Parts are recorded in order: once a part is stored, the split's state takes the source position, index state
+    and counters as they were when that part was cut, and the job is checkpointed.
+    """
+
+    def __init__(self, runner: Runner, source: Source, st: SplitState, resuming: bool) -> None:
+        self.runner = runner
+        self.source = source
+        self.st = st
+        self.req = runner.req
+        self.start = reader.Position.from_json(st.position) if st.position else reader.Position()
+        self.builder = st.builder()
+        self.rows = st.rows  # rows written to the split, its checkpointed ones included
+        self.max_rows = self.req.max_samples or 0
+        self.mapper: RowMapper | None = None
+        self.buf: list[bytes] = []
+        self.buf_size = 0
+        self.pending: deque[_Pending] = deque()
+        # A resumed upload skips the part numbers the previous owner may still have had in flight, so a late
+        # upload from it can never overwrite one of ours (S3 allows gaps; only listed parts are kept).
+        self.next_part = (st.parts[-1][0] if st.parts else 0) + (MAX_PARTS_IN_FLIGHT + 1 if resuming else 1)
+        self.timing = {"read": 0.0, "convert": 0.0, "upload_wait": 0.0, "checkpoint": 0.0}
+
+    @contextmanager
+    def _timed(self, what: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timing[what] += time.perf_counter() - t0
+
+    def write(self) -> None:
+        """Every part of the split stored and recorded; on any failure the parts still in flight are dropped."""
+        batches, schema = self._batches()
+        try:
+            pos = self._convert_all(batches, schema)
+            if self.rows == 0:
+                reporter = self.runner.reporter
+                reasons = "; ".join(reporter.skip_reasons[:3])
+                raise FailedPrecondition(
+                    f"no row of split {self.st.split!r} passed validation for {self.req.training_type.value}"
+                    + (f" ({reporter.skipped} skipped, e.g. {reasons})" if reporter.skipped
+                       else " (the split is empty)"))
+            if self.buf_size or not self.st.parts and not self.pending:
+                self._flush(pos)
+            with self._timed("upload_wait"):
+                self._settle(block=True)
+        except BaseException:
+            self._drop_pending()
+            raise
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    def _convert_all(self, batches: Iterator[reader.Batch], schema: pa.Schema | None) -> reader.Position:
+        """Convert batches until the split (or max_samples) ends; the position after the last one."""
+        pos = self.start
+        while True:
+            with self._timed("read"):
+                item = next(batches, None)
+            if item is None:
+                return pos
+            table, pos = item
+            self.runner.check()
+            with self._timed("convert"):
+                if self.mapper is None:
+                    self.mapper = RowMapper(self.req.training_type, self.req.field_mappings, schema or table.schema)
+                self._convert(self.mapper, table, pos)
+            self._settle(block=False)
+            if self.max_rows and self.rows >= self.max_rows:
+                return pos
+            if self.buf_size >= self.runner.pool.part_size:
+                self._flush(pos)
+
+    def _convert(self, mapper: RowMapper, table: pa.Table, pos: reader.Position) -> None:
+        reporter = self.runner.reporter
+        for rb in _record_batches(table):
+            if self.max_rows:
+                remaining = self.max_rows - self.rows
+                if remaining <= 0:
+                    break
+                rb = rb.slice(0, remaining) if rb.num_rows > remaining else rb
+            try:
+                mapped = mapper.map_batch(rb)
+            except (KeyError, pa.ArrowException) as exc:
+                raise FailedPrecondition(
+                    f"rows of {self.source.split_files(self.req.config, self.st.split)[pos.file_index]} do not fit "
+                    f"the mapping: {type(exc).__name__}: {str(exc)[:200]}") from None
+            if mapped.jsonl:
+                self.builder.feed(mapped.jsonl)
+                self.buf.append(mapped.jsonl)
+                self.buf_size += len(mapped.jsonl)
+            self.rows += mapped.rows_ok
+            reporter.rows += mapped.rows_ok
+            if mapped.rows_skipped:
+                reporter.add_skips(mapped.rows_skipped, mapped.skip_reasons)
+
+    def _flush(self, pos: reader.Position) -> None:
+        """Upload the buffered JSONL as the next part; waits while MAX_PARTS_IN_FLIGHT are in flight."""
+        data = b"".join(self.buf)
+        self.buf, self.buf_size = [], 0
+        reporter = self.runner.reporter
+        st = self.st
+        future = self.runner.pool.upload_pool.submit(self.runner.store.upload_part, st.key, st.upload_id,
+                                                     self.next_part, data)
+        self.pending.append(_Pending(self.next_part, len(data), future, pos.to_json(), _snapshot(self.builder),
+                                     self.rows, reporter.skipped, reporter.bytes_done))
+        self.next_part += 1
+        with self._timed("upload_wait"):
+            while len(self.pending) >= MAX_PARTS_IN_FLIGHT:
+                self._settle(block=True)
+
+    def _settle(self, block: bool) -> None:
+        """Record finished parts in order; each one moves the checkpoint forward."""
+        st = self.st
+        while self.pending and (block or self.pending[0].future.done()):
+            p = self.pending.popleft()
+            etag = p.future.result()  # ObjectStore.upload_part raises a domain error naming the part
+            st.parts.append([p.number, etag, p.size])
+            st.position = p.position
+            st.index_offsets, st.index_lines, st.index_size = p.index
+            st.rows, st.skipped, st.src_bytes = p.rows, p.skipped, p.src_bytes
+            self.runner.cp["src_bytes"] = p.src_bytes
+            with self._timed("checkpoint"):
+                self.runner.checkpoint()
+
+    def _drop_pending(self) -> None:
+        """The split failed or stopped: cancel the parts not started, wait for the ones uploading."""
+        for p in self.pending:
+            p.future.cancel()
+        for p in self.pending:
+            if not p.future.cancelled():
+                try:
+                    p.future.result(timeout=60)
+                except Exception:  # noqa: BLE001,S110 - the job is failing anyway
+                    pass
+
+    def _batches(self) -> tuple[Iterator[reader.Batch], pa.Schema | None]:
+        """The split's record batches from `start`, and its schema when known before reading (Parquet)."""
+        paths = self.source.split_files(self.req.config, self.st.split)
+        files = [self.source.open(p, self.runner.meter) for p in paths]
+        pool = self.runner.pool.io_pool
+        start = self.start
         if all(data_format(p)[0] == "parquet" for p in paths):
             metas: dict[int, Future[reader.ParquetMeta]] = {}
 
@@ -457,137 +631,6 @@ class Runner:
                     p.close()
 
         return chain(), None
-
-    def _import_split(self, source: Source, st: SplitState) -> None:
-        req = self.req
-        store = self.store
-        self.cp["current"] = st.__dict__
-        resuming = bool(st.upload_id)
-        if not st.upload_id:
-            st.upload_id = store.start_multipart(st.key, "application/x-ndjson")
-            self._checkpoint()
-        builder = st.builder()
-        start = reader.Position.from_json(st.position) if st.position else reader.Position()
-        self.meter.bytes = 0
-        self.reporter.bytes_base = int(self.cp.get("src_bytes", 0))
-        self.reporter.send(Phase.CONVERTING, message=f"converting split {st.split}")
-        batches, schema = self._batches(source, st.split, start)
-        mapper: RowMapper | None = None
-        rows = st.rows
-        max_rows = req.max_samples or 0
-        buf: list[bytes] = []
-        buf_size = 0
-        pending: deque[_Pending] = deque()
-        # A resumed upload skips the part numbers the previous owner may still have had in flight, so a late
-        # upload from it can never overwrite one of ours (S3 allows gaps; only listed parts are kept).
-        next_part = (st.parts[-1][0] if st.parts else 0) + (MAX_PARTS_IN_FLIGHT + 1 if resuming else 1)
-        uploads = self.pool.upload_pool
-
-        def settle(block: bool) -> None:
-            """Record finished parts in order; each one moves the checkpoint forward."""
-            while pending and (block or pending[0].future.done()):
-                p = pending.popleft()
-                etag = p.future.result()  # ObjectStore.upload_part raises a domain error naming the part
-                st.parts.append([p.number, etag, p.size])
-                st.position = p.snapshot["position"]
-                st.index_offsets, st.index_lines, st.index_size = p.snapshot["index"]
-                st.rows, st.skipped, st.src_bytes = p.snapshot["rows"], p.snapshot["skipped"], p.snapshot["bytes"]
-                self.cp["src_bytes"] = p.snapshot["bytes"]
-                t0 = time.perf_counter()
-                self._checkpoint()
-                timing["checkpoint"] += time.perf_counter() - t0
-
-        def flush(pos: reader.Position) -> None:
-            nonlocal buf, buf_size, next_part
-            data = b"".join(buf)
-            buf, buf_size = [], 0
-            snap = {"position": pos.to_json(), "index": _snapshot(builder), "rows": rows,
-                    "skipped": self.reporter.skipped, "bytes": self.reporter.bytes_done}
-            fut = uploads.submit(store.upload_part, st.key, st.upload_id, next_part, data)
-            pending.append(_Pending(next_part, len(data), fut, snap))
-            next_part += 1
-            t0 = time.perf_counter()
-            while len(pending) >= MAX_PARTS_IN_FLIGHT:
-                settle(block=True)
-            timing["upload_wait"] += time.perf_counter() - t0
-
-        pos = start
-        timing = {"read": 0.0, "convert": 0.0, "upload_wait": 0.0, "checkpoint": 0.0}
-        t_split = time.perf_counter()
-        try:
-            while True:
-                t0 = time.perf_counter()
-                item = next(batches, None)
-                timing["read"] += time.perf_counter() - t0
-                if item is None:
-                    break
-                table, pos = item
-                self._check()
-                t0 = time.perf_counter()
-                if mapper is None:
-                    schema = schema or table.schema
-                    mapper = RowMapper(req.training_type, req.field_mappings, schema)
-                for rb in _record_batches(table):
-                    if max_rows:
-                        remaining = max_rows - rows
-                        if remaining <= 0:
-                            break
-                        rb = rb.slice(0, remaining) if rb.num_rows > remaining else rb
-                    try:
-                        mapped = mapper.map_batch(rb)
-                    except (KeyError, pa.ArrowException) as exc:
-                        raise FailedPrecondition(
-                            f"rows of {source.split_files(req.config, st.split)[pos.file_index]} do not fit the "
-                            f"mapping: {type(exc).__name__}: {str(exc)[:200]}") from None
-                    if mapped.jsonl:
-                        builder.feed(mapped.jsonl)
-                        buf.append(mapped.jsonl)
-                        buf_size += len(mapped.jsonl)
-                    rows += mapped.rows_ok
-                    self.reporter.rows += mapped.rows_ok
-                    if mapped.rows_skipped:
-                        self.reporter.add_skips(mapped.rows_skipped, mapped.skip_reasons)
-                timing["convert"] += time.perf_counter() - t0
-                settle(block=False)
-                if max_rows and rows >= max_rows:
-                    break
-                if buf_size >= self.pool.part_size:
-                    flush(pos)
-            if rows == 0:
-                reasons = "; ".join(self.reporter.skip_reasons[:3])
-                raise FailedPrecondition(
-                    f"no row of split {st.split!r} passed validation for {req.training_type.value}"
-                    + (f" ({self.reporter.skipped} skipped, e.g. {reasons})" if self.reporter.skipped
-                       else " (the split is empty)"))
-            if buf_size or not st.parts and not pending:
-                flush(pos)
-            t0 = time.perf_counter()
-            settle(block=True)
-            timing["upload_wait"] += time.perf_counter() - t0
-        except BaseException:
-            for p in pending:
-                p.future.cancel()
-            for p in pending:
-                if not p.future.cancelled():
-                    try:
-                        p.future.result(timeout=60)
-                    except Exception:  # noqa: BLE001,S110 - the job is failing anyway
-                        pass
-            raise
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
-        self._check()
-        store.complete_multipart(st.key, st.upload_id, [(int(n), str(e)) for n, e, _ in st.parts])
-        log.info("job %s split %s: %d rows, %d bytes in %.1fs (%s)", self.job.id, st.split, rows, builder.size,
-                 time.perf_counter() - t_split, ", ".join(f"{k} {v:.1f}s" for k, v in timing.items()))
-        index_key = st.key[: -len(".jsonl")] + ".idx"
-        store.put_bytes(index_key, builder.finish())
-        self.cp["done"].append({"split": st.split, "key": st.key, "index_key": index_key, "rows": rows,
-                                "bytes": builder.size})
-        self.cp["current"] = None
-        self._checkpoint()
 
 
 def _record_batches(table: pa.Table) -> list[pa.RecordBatch]:
