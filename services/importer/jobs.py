@@ -50,8 +50,9 @@ MAX_PARTS_IN_FLIGHT = 3
 REPORT_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 0.4
 MAX_SKIP_REASONS = 20
-# An UNAVAILABLE store, catalog or Hub (after the clients' own quick retries) pauses the job and resumes it from
-# its last checkpoint, waiting 2, 4, 8 then 16 s, before the job fails: a store or Hub restart is not an error.
+# An UNAVAILABLE store, catalog or Hub (after the store's and the Hub client's own quick retries; catalog calls are
+# not retried) pauses the job and resumes it from its last checkpoint, waiting 2, 4, 8 then 16 s, before the job
+# fails: a store or Hub restart is not an error.
 TRANSIENT_RETRIES = 4
 RETRY_BASE_SECONDS = 2.0
 # request_json stores the source kind as the number importers have always written there (the catalog proto's
