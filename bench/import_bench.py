@@ -68,9 +68,10 @@ def _store(env: dict[str, str]) -> Any:
 
 def _child_ferry(a: dict[str, Any]) -> dict[str, Any]:
     from ferry import logs
-    from ferry.catalog.v1 import catalog_pb2 as cpb
-    from services.importer.app import start
+    from ferry.canonical import TrainingType
+    from ferry.jobs import Phase
     from services.importer.config import ImporterConfig
+    from services.importer.server import start
 
     logs.setup("importer", os.environ.get("FERRY_BENCH_LOG_LEVEL", "WARNING"))
     env = {**a["env"], "FERRY_CATALOG_ADDR": a["catalog_addr"], "HF_ENDPOINT": a["hub_url"],
@@ -79,19 +80,19 @@ def _child_ferry(a: dict[str, Any]) -> dict[str, Any]:
     try:
         cpu0 = _cpu()
         t0 = time.perf_counter()
-        job = importer.core.start_import(REPO, ["train"], "", "SL", MAPPING, 0, "bench import")
+        job = importer.core.start_import(REPO, ["train"], "", TrainingType.SL, MAPPING, 0, "bench import")
         accepted = time.perf_counter() - t0
         # The catalog's watch stream says when the job ends (no polling to cost CPU on the shared cores).
         started = job
         for job in importer.core.watch(started.id):  # noqa: B007 - the last state is what is reported
-            if job.phase in (cpb.JOB_PHASE_COMPLETE, cpb.JOB_PHASE_ERROR, cpb.JOB_PHASE_CANCELLED):
+            if job.phase.terminal:
                 break
         seconds = time.perf_counter() - t0
         run_cpu = _cpu() - cpu0
     finally:
         importer.stop(0.5)
-    if job.phase != cpb.JOB_PHASE_COMPLETE:
-        raise RuntimeError(f"import ended {cpb.JobPhase.Name(job.phase)}: {job.error}")
+    if job.phase is not Phase.COMPLETE:
+        raise RuntimeError(f"import ended {job.phase.value}: {job.error}")
     return {"seconds": seconds, "accepted_seconds": accepted, "rows": job.progress.rows_done,
             "source_bytes": job.progress.bytes_done, "dataset_id": job.dataset_id, "peak_rss_mb": _peak_mb(),
             "cpu_seconds": _cpu(), "run_cpu_seconds": run_cpu}

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from ferry.canonical import TrainingType
 from ferry.config import ConfigError
+from ferry.datasets import DatasetRegistration, DatasetState, Split
 from ferry.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from ferry.jobs import JobKind, JobProgress, JobUpdate, Phase
 from ferry.storage import ObjectStore
 from services.catalog import jobs as jobs_mod
 from services.catalog.config import CatalogConfig
-from services.catalog.datasets import Datasets, RegisterRequest
+from services.catalog.datasets import Datasets
 from services.catalog.db import MIGRATIONS, Database
-from services.catalog.jobs import Jobs, UpdateRequest
-from services.catalog.records import DatasetState, JobKind, JobProgress, Phase, Split
+from services.catalog.jobs import Jobs
 from services.catalog.server import StorageUnavailable, ensure_bucket
 from tests.fixtures.catalog import jsonl_bytes
 
@@ -114,24 +116,24 @@ def test_job_lifecycle_timestamps_and_percent(jobs: Jobs, clock: Clock) -> None:
     assert claimed is not None and claimed.id == job.id and claimed.attempt == 1
     assert claimed.heartbeat_at == clock.now and claimed.phase is Phase.QUEUED
     clock.now += 1
-    up = jobs.update(UpdateRequest(job.id, "w", phase=Phase.DOWNLOADING,
+    up = jobs.update(JobUpdate(job.id, "w", phase=Phase.DOWNLOADING,
                                    progress=JobProgress(rows_done=5, rows_total=10, bytes_done=1, bytes_total=4)))
     assert up.started_at == clock.now and up.progress.percent == 50.0  # rows win over bytes
-    up = jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(bytes_done=9, bytes_total=4)))
+    up = jobs.update(JobUpdate(job.id, "w", progress=JobProgress(bytes_done=9, bytes_total=4)))
     assert up.progress.percent == 99.9  # over-counted bytes never show a finished job
-    up = jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(rows_done=1, rows_total=10, percent=42.0)))
+    up = jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=1, rows_total=10, percent=42.0)))
     assert up.progress.percent == 42.0  # the worker's own figure wins
-    up = jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(rows_done=3, rows_total=4)))
+    up = jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=3, rows_total=4)))
     assert up.progress.percent == 75.0 and up.phase is Phase.DOWNLOADING
     clock.now += 1
-    done = jobs.update(UpdateRequest(job.id, "w", phase=Phase.COMPLETE, dataset_id=7))
+    done = jobs.update(JobUpdate(job.id, "w", phase=Phase.COMPLETE, dataset_id=7))
     assert done.finished_at == clock.now and done.progress.percent == 100.0 and done.dataset_id == 7
     assert done.started_at == clock.now - 1
     with pytest.raises(FailedPrecondition, match="already ended"):
-        jobs.update(UpdateRequest(job.id, "w", message="late"))
+        jobs.update(JobUpdate(job.id, "w", message="late"))
     failed = jobs.create(JobKind.IMPORT)
     jobs.claim(None, "w", failed.id)
-    err = jobs.update(UpdateRequest(failed.id, "w", phase=Phase.ERROR))
+    err = jobs.update(JobUpdate(failed.id, "w", phase=Phase.ERROR))
     assert err.error  # an ERROR job always says something
 
 
@@ -145,16 +147,16 @@ def test_progress_is_throttled_but_phase_changes_are_not(jobs: Jobs, db: Databas
     job = jobs.create(JobKind.EXPORT)
     jobs.claim(JobKind.EXPORT, "w")
     monkeypatch.setattr(jobs_mod, "THROTTLE", 3600.0)  # nothing progress-only gets written in this test
-    jobs.update(UpdateRequest(job.id, "w", phase=Phase.EXPORTING))
+    jobs.update(JobUpdate(job.id, "w", phase=Phase.EXPORTING))
     assert stored(job.id)[0] == "EXPORTING"
     for i in range(1, 50):
-        got = jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(rows_done=i)))
+        got = jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=i)))
         assert got.progress.rows_done == i  # the caller and readers see every tick ...
     assert jobs.get(job.id).progress.rows_done == 49
     assert '"rows_done": 0' in stored(job.id)[1]  # ... but SQLite was not written 49 times
-    jobs.update(UpdateRequest(job.id, "w", checkpoint_json='{"n": 49}'))
+    jobs.update(JobUpdate(job.id, "w", checkpoint_json='{"n": 49}'))
     assert '"rows_done": 49' in stored(job.id)[1]  # a checkpoint is written at once, with the progress
-    jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(rows_done=60)))
+    jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=60)))
     monkeypatch.setattr(jobs_mod, "THROTTLE", 0.0)
     jobs.sweep()  # the sweeper writes deferred progress once the throttle window passed
     assert '"rows_done": 60' in stored(job.id)[1]
@@ -163,10 +165,10 @@ def test_progress_is_throttled_but_phase_changes_are_not(jobs: Jobs, db: Databas
 def test_stall_reclaim_and_stale_worker(jobs: Jobs, clock: Clock) -> None:
     job = jobs.create(JobKind.IMPORT)
     jobs.claim(JobKind.IMPORT, "a")
-    jobs.update(UpdateRequest(job.id, "a", phase=Phase.CONVERTING))
+    jobs.update(JobUpdate(job.id, "a", phase=Phase.CONVERTING))
     clock.now += 29
     assert jobs.sweep() == []
-    jobs.update(UpdateRequest(job.id, "a"))  # a heartbeat resets the clock
+    jobs.update(JobUpdate(job.id, "a"))  # a heartbeat resets the clock
     clock.now += 29
     assert jobs.sweep() == []
     clock.now += 2
@@ -175,11 +177,11 @@ def test_stall_reclaim_and_stale_worker(jobs: Jobs, clock: Clock) -> None:
     assert stalled.stalled and stalled.worker_id == "" and stalled.phase is Phase.CONVERTING
     assert stalled.message == jobs_mod.STALL_MESSAGE
     with pytest.raises(FailedPrecondition, match="not owned by worker a"):
-        jobs.update(UpdateRequest(job.id, "a", phase=Phase.SAVING))
+        jobs.update(JobUpdate(job.id, "a", phase=Phase.SAVING))
     again = jobs.claim(JobKind.IMPORT, "b")
     assert again is not None and again.attempt == 2 and not again.stalled and again.worker_id == "b"
     with pytest.raises(FailedPrecondition, match="another worker owns it"):
-        jobs.update(UpdateRequest(job.id, "a"))
+        jobs.update(JobUpdate(job.id, "a"))
     assert jobs.claim(None, "c", job.id) is None  # owned and alive: nothing to claim
     assert jobs.claim(None, "b", job.id) is not None  # the owner retrying its claim gets it back
 
@@ -203,9 +205,9 @@ def test_cancel(jobs: Jobs) -> None:
     running = jobs.create(JobKind.IMPORT)
     jobs.claim(JobKind.IMPORT, "w")
     assert jobs.cancel(running.id).phase is Phase.QUEUED
-    resp = jobs.update(UpdateRequest(running.id, "w", phase=Phase.DOWNLOADING))
+    resp = jobs.update(JobUpdate(running.id, "w", phase=Phase.DOWNLOADING))
     assert resp.cancel_requested
-    assert jobs.update(UpdateRequest(running.id, "w", phase=Phase.CANCELLED)).phase is Phase.CANCELLED
+    assert jobs.update(JobUpdate(running.id, "w", phase=Phase.CANCELLED)).phase is Phase.CANCELLED
 
 
 def test_create_validation(jobs: Jobs) -> None:
@@ -242,8 +244,8 @@ def test_watchers_get_every_phase_and_stop_on_close(jobs: Jobs) -> None:
     phases = [Phase.DOWNLOADING, Phase.CONVERTING, Phase.SAVING, Phase.COMPLETE]
     for p in phases:
         for i in range(20):  # progress ticks in between may be coalesced, phases never
-            jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(rows_done=i)))
-        jobs.update(UpdateRequest(job.id, "w", phase=p))
+            jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=i)))
+        jobs.update(JobUpdate(job.id, "w", phase=p))
     for t in threads:
         t.join(5)
     assert got[0] == got[1] == [Phase.QUEUED, *phases]
@@ -252,7 +254,7 @@ def test_watchers_get_every_phase_and_stop_on_close(jobs: Jobs) -> None:
     late = jobs.create(JobKind.IMPORT)
     jobs.claim(None, "w2", late.id)
     for p in phases[:3]:
-        jobs.update(UpdateRequest(late.id, "w2", phase=p))
+        jobs.update(JobUpdate(late.id, "w2", phase=p))
     with jobs._lock:
         assert len(jobs._lives[late.id].events) > 1
     assert next(jobs.watch(late.id)).phase is Phase.SAVING
@@ -307,8 +309,8 @@ def test_dataset_register_browse_delete(db: Database, store: ObjectStore) -> Non
     object_store.put_bytes(f"{prefix}train.jsonl", jsonl_bytes(rows))
     with pytest.raises(NotFound):
         datasets.get(dataset_id)
-    req = RegisterRequest(dataset_id=dataset_id, name="chat", training_type="chat", import_job_id="job-1",
-                          splits=[Split("train", object_key=f"{prefix}train.jsonl")])
+    req = DatasetRegistration(dataset_id=dataset_id, name="chat", training_type=TrainingType.CHAT,
+                              import_job_id="job-1", splits=[Split("train", object_key=f"{prefix}train.jsonl")])
     ds = datasets.register(req)
     assert ds.state is DatasetState.READY and ds.splits[0].num_rows == 600
     assert ds.splits[0].index_key == f"{prefix}train.idx"
@@ -321,15 +323,15 @@ def test_dataset_register_browse_delete(db: Database, store: ObjectStore) -> Non
     object_store.put_bytes(f"{other_prefix}a.jsonl", jsonl_bytes(rows[:5]))
     object_store.copy(ds.splits[0].index_key, f"{other_prefix}a.idx")
     with pytest.raises(FailedPrecondition, match="describes"):
-        datasets.register(RegisterRequest(dataset_id=other_id, name="x", training_type="SL",
-                                          splits=[Split("a", object_key=f"{other_prefix}a.jsonl",
-                                                        index_key=f"{other_prefix}a.idx")]))
+        datasets.register(DatasetRegistration(dataset_id=other_id, name="x", training_type=TrainingType.SL,
+                                              splits=[Split("a", object_key=f"{other_prefix}a.jsonl",
+                                                            index_key=f"{other_prefix}a.idx")]))
 
     # An empty split is a valid (if dull) dataset.
     empty_id, empty_prefix = datasets.reserve()
     object_store.put_bytes(f"{empty_prefix}e.jsonl", b"")
-    empty = datasets.register(RegisterRequest(dataset_id=empty_id, name="empty", training_type="SL",
-                                              splits=[Split("e", object_key=f"{empty_prefix}e.jsonl")]))
+    empty = datasets.register(DatasetRegistration(dataset_id=empty_id, name="empty", training_type=TrainingType.SL,
+                                                  splits=[Split("e", object_key=f"{empty_prefix}e.jsonl")]))
     assert empty.splits[0].num_rows == 0
     assert datasets.list_examples(empty_id).examples == [] and datasets.list_examples(empty_id).total == 0
 
@@ -347,8 +349,8 @@ def test_concurrent_registers_of_one_import_make_one_dataset(db: Database, store
     datasets = Datasets(db, object_store)
     key = "datasets/shared/train.jsonl"
     object_store.put_bytes(key, jsonl_bytes({"prompt": str(i), "completion": "x"} for i in range(300)))
-    req = RegisterRequest(name="race", training_type="SL", import_job_id="job-race",
-                          splits=[Split("train", object_key=key)])
+    req = DatasetRegistration(name="race", training_type=TrainingType.SL, import_job_id="job-race",
+                              splits=[Split("train", object_key=key)])
     results: list[int] = []
     errors: list[BaseException] = []
 
@@ -380,13 +382,13 @@ def test_heartbeats_do_not_repeat_watch_events(jobs: Jobs) -> None:
 
     t = threading.Thread(target=drain)
     t.start()
-    jobs.update(UpdateRequest(job.id, "w", phase=Phase.CONVERTING, progress=JobProgress(rows_done=5)))
+    jobs.update(JobUpdate(job.id, "w", phase=Phase.CONVERTING, progress=JobProgress(rows_done=5)))
     time.sleep(0.1)
     for _ in range(5):  # bare heartbeats: the same phase and progress
-        jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(rows_done=5)))
+        jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=5)))
         time.sleep(0.05)
-    jobs.update(UpdateRequest(job.id, "w", progress=JobProgress(rows_done=9)))
+    jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=9)))
     time.sleep(0.1)
-    jobs.update(UpdateRequest(job.id, "w", phase=Phase.COMPLETE))
+    jobs.update(JobUpdate(job.id, "w", phase=Phase.COMPLETE))
     t.join(5)
     assert got == [(Phase.CONVERTING, 5), (Phase.CONVERTING, 9), (Phase.COMPLETE, 9)]

@@ -400,7 +400,7 @@ def test_watch_released_when_client_cancels(catalog_server: RunningCatalog) -> N
     job = catalog_server.stub.CreateJob(pb.CreateJobRequest(kind=pb.JOB_KIND_IMPORT)).job
     stream = catalog_server.stub.WatchJob(pb.WatchJobRequest(job_id=job.id))
     assert next(stream).job.phase == pb.JOB_PHASE_QUEUED
-    jobs = catalog_server.server.catalog.jobs
+    jobs = catalog_server.server.core.jobs
     assert jobs._watchers == 1
     stream.cancel()
     deadline = time.monotonic() + 3

@@ -286,7 +286,7 @@ def test_cancelled_download_stops_reading_the_store(catalog_server: Any, exporte
     export = _export(exporter_server, ds.id, "csv", "big")
     ranges = -(-export.files[0].size // (64 * 1024))
     assert ranges > 10
-    core = exporter_server.servicer.core
+    core = exporter_server.core
     store, reads, release, closed = core.store, [], threading.Event(), threading.Event()
 
     class SlowStore:

@@ -219,7 +219,7 @@ def test_queued_job_left_by_another_replica_is_picked_up(catalog_server: Any, s3
         kind=cpb.JOB_KIND_EXPORT, request_json=json.dumps(req.to_json()), dataset_id=ds.id)).job
     cfg = ExporterConfig.from_env({**s3_env, "FERRY_CATALOG_ADDR": catalog_server.addr, "FERRY_GRPC_PORT": "0",
                                    "FERRY_EXPORT_POLL_SECONDS": "0.2", "FERRY_EXPORT_HEARTBEAT_SECONDS": "0.25"})
-    running, _ = start(cfg, host="127.0.0.1")
+    service = start(cfg, host="127.0.0.1")
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -233,4 +233,4 @@ def test_queued_job_left_by_another_replica_is_picked_up(catalog_server: Any, s3
         items = json.loads(catalog_server.store.get_bytes(f.object_key))
         assert len(items) == len(SAMPLE_ROWS["CHAT"])
     finally:
-        running.stop(grace=1.0)
+        service.stop(grace=1.0)

@@ -327,7 +327,7 @@ def test_event_stream_keeps_alive_and_frees_its_watch_when_the_client_leaves(
 
     # Progress changes at most 4 times a second; a keep-alive is due after 50 ms of quiet.
     monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
-    jobs = stack.catalog.server.catalog.jobs
+    jobs = stack.catalog.server.core.jobs
     import_id = _start(stack)
     stack.hub.throttle(200_000)  # a slow download: the job runs for a while
     try:

@@ -372,15 +372,15 @@ def test_parquet_projection_reads_the_root_columns_of_paths(tmp_path: Path) -> N
 
 
 def test_effective_training_type() -> None:
-    assert effective_training_type(cpb.TRAINING_TYPE_DPO, SL_PATHS) is DPO  # a given type is kept
-    assert effective_training_type("chat", {}) is CHAT
-    assert effective_training_type(cpb.TRAINING_TYPE_UNSPECIFIED, SL_PATHS) is SL
-    assert effective_training_type(0, {"messages": "turns", "system": ""}) is CHAT
-    assert effective_training_type(0, {"prompt": "a", "chosen": "b", "rejected": "c"}) is DPO
-    assert effective_training_type(0, {}) is None
-    assert effective_training_type("", {"prompt": " ", "completion": ""}) is None  # blanks are "not mapped"
+    assert effective_training_type(DPO, SL_PATHS) is DPO  # a given type is kept
+    assert effective_training_type(CHAT, {}) is CHAT
+    assert effective_training_type(None, SL_PATHS) is SL
+    assert effective_training_type(None, {"messages": "turns", "system": ""}) is CHAT
+    assert effective_training_type(None, {"prompt": "a", "chosen": "b", "rejected": "c"}) is DPO
+    assert effective_training_type(None, {}) is None
+    assert effective_training_type(None, {"prompt": " ", "completion": ""}) is None  # blanks are "not mapped"
     with pytest.raises(InvalidArgument) as exc:
-        effective_training_type(0, {"system": "message.content", "history": ""})
+        effective_training_type(None, {"system": "message.content", "history": ""})
     assert exc.value.field == "training_type" and "'system'" in exc.value.message
 
 

@@ -1,7 +1,8 @@
-"""REST for the catalog: datasets, their examples, mapping templates; plus the shared proto->JSON helpers.
+"""REST for the catalog: datasets, their examples, mapping templates; plus the helpers every route shares.
 
-`dataset_json` and `job_status_json` are the one JSON shape of a dataset and of a
-job; the importer and exporter routes import them so every path agrees.
+`dataset_json` is the one JSON shape of a dataset, and `parse_training_type` / `training_type_out` the REST
+side of a training type (the protobuf side is ferry/wire.py); the importer and exporter routes import them so
+every path agrees.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, Field, field_validator
 
+from ferry import wire
+from ferry.canonical import TrainingType
 from ferry.catalog.v1 import catalog_pb2 as pb
 from ferry.catalog.v1 import catalog_pb2_grpc
+from ferry.datasets import SourceKind
+from ferry.errors import InvalidArgument
 from gateway import limits as lim
 from gateway.errors import error_docs
 from gateway.limits import DatasetIdPath, short
@@ -27,13 +32,13 @@ router = APIRouter(tags=["catalog"])
 TIMEOUT = 30.0
 
 
-class TrainingTypeParam(str, enum.Enum):
+class TrainingTypeParam(str, enum.Enum):  # TrainingType as OpenAPI names it
     SL = "SL"
     DPO = "DPO"
     CHAT = "CHAT"
 
 
-# -- proto -> JSON (shared with the importer and exporter routes) -------------------------------
+# -- training types and protobuf -> JSON (shared with the importer and exporter routes) ----------
 
 
 def iso(ts: Timestamp, present: bool = True) -> str | None:
@@ -44,56 +49,54 @@ def iso(ts: Timestamp, present: bool = True) -> str | None:
     return dt.isoformat().replace("+00:00", "Z")
 
 
-def _enum_suffix(enum_type: Any, value: int, prefix: str) -> str | None:
-    if value == 0:
-        return None
-    try:
-        return str(enum_type.Name(value))[len(prefix):]
-    except ValueError:
-        return None
-
-
-def training_type_str(value: int) -> str | None:
-    """"SL" / "DPO" / "CHAT" (None when unset)."""
-    return _enum_suffix(pb.TrainingType, value, "TRAINING_TYPE_")
-
-
-def training_type_name(value: str | None) -> str | None:
-    """The one parse of a REST training type: "SL" / "DPO" / "CHAT" from any case, None when empty.
+def parse_training_type(value: str | None) -> TrainingType | None:
+    """The one parse of a REST training type: SL, DPO or CHAT in any case; None when empty.
 
     Raises ValueError naming the choices, which pydantic validators and `_tt_query` turn into a 422.
     """
-    if isinstance(value, TrainingTypeParam):
-        return value.value
+    if isinstance(value, TrainingType):
+        return value
     if value is None or not str(value).strip():
         return None
     name = str(value).strip().upper()
-    if name not in TrainingTypeParam.__members__:
+    if name not in TrainingType.__members__:
         raise ValueError(f"training_type must be one of SL, DPO, CHAT (any case), got {short(value)}")
-    return name
+    return TrainingType(name)
 
 
-def training_type_pb(value: str | None) -> Any:
-    name = training_type_name(value)
-    return pb.TrainingType.Value(f"TRAINING_TYPE_{name}") if name else pb.TRAINING_TYPE_UNSPECIFIED
+def training_type_pb(value: str | None) -> pb.TrainingType.ValueType:
+    """The protobuf of a request body's training type, which its field validator parsed (parse_training_type)."""
+    assert value is None or isinstance(value, TrainingType), "training_type was not parsed by its validator"
+    return wire.training_type_to_pb(value)
+
+
+def training_type_out(value: int) -> str | None:
+    """A backend's training type as REST shows it: "SL" / "DPO" / "CHAT"; None when unset or unknown here."""
+    try:
+        tt = wire.training_type_from_pb(value)
+    except InvalidArgument:
+        return None
+    return tt.value if tt is not None else None
 
 
 def _tt_query(value: str | None) -> Any:
-    """A training_type query parameter in any case ("sl" or "SL"); 422 naming it otherwise."""
+    """A training_type query parameter in any case ("sl" or "SL") for the catalog; 422 naming it otherwise."""
     try:
-        return training_type_pb(value)
+        return wire.training_type_to_pb(parse_training_type(value))
     except ValueError as exc:
         raise RequestValidationError([{"loc": ("query", "training_type"), "type": "enum",
                                        "msg": str(exc)}]) from None
 
 
-def phase_str(value: int) -> str:
-    """REST job status: the lower-case phase name ("queued", "downloading", ..., "cancelled")."""
-    return (_enum_suffix(pb.JobPhase, value, "JOB_PHASE_") or "unspecified").lower()
+def source_kind_out(value: int) -> SourceKind:
+    """A backend's source kind; UNSPECIFIED when unset or unknown here."""
+    try:
+        return wire.source_kind_from_pb(value)
+    except InvalidArgument:
+        return SourceKind.UNSPECIFIED
 
 
-SOURCE_NAMES = {pb.SOURCE_KIND_HUB: "huggingface", pb.SOURCE_KIND_LOCAL_DIR: "local",
-                pb.SOURCE_KIND_LOCAL_FILES: "local"}
+SOURCE_NAMES = {SourceKind.HUB: "huggingface", SourceKind.LOCAL_DIR: "local", SourceKind.LOCAL_FILES: "local"}
 STORAGE_FORMAT = "jsonl"  # how the catalog stores canonical rows (docs/catalog.md)
 
 
@@ -117,16 +120,17 @@ def dataset_json(ds: pb.Dataset) -> dict[str, Any]:
     splits = [{"name": s.name, "num_rows": s.num_rows, "num_bytes": s.num_bytes} for s in ds.splits]
     rows = sum(s.num_rows for s in ds.splits)
     nbytes = sum(s.num_bytes for s in ds.splits)
-    tt = (training_type_str(ds.training_type) or "").lower() or None
+    tt = (training_type_out(ds.training_type) or "").lower() or None
     created = iso(ds.created_at, ds.HasField("created_at"))
     origin = src.repo_id + (f" ({src.config})" if src.config and src.config != "default" else "")
+    kind = source_kind_out(src.kind)
     return {
         "id": ds.id,
         "name": ds.name,
         "training_type": tt,
-        "source": SOURCE_NAMES.get(src.kind, "unknown"),
+        "source": SOURCE_NAMES.get(kind, "unknown"),
         "source_detail": {
-            "kind": (_enum_suffix(pb.SourceKind, src.kind, "SOURCE_KIND_") or "unspecified").lower(),
+            "kind": kind.value.lower(),
             "repo_id": src.repo_id,
             "revision": src.revision,
             "config": src.config,
@@ -159,43 +163,11 @@ def dataset_json(ds: pb.Dataset) -> dict[str, Any]:
     }
 
 
-def job_status_json(job: pb.Job) -> dict[str, Any]:
-    """A job as REST clients see it; worker internals (owner, checkpoint, parameters) stay out."""
-    p = job.progress
-    return {
-        "job_id": job.id,
-        "kind": (_enum_suffix(pb.JobKind, job.kind, "JOB_KIND_") or "unspecified").lower(),
-        "status": phase_str(job.phase),
-        "progress": {
-            "rows_done": p.rows_done,
-            "rows_total": p.rows_total or None,
-            "bytes_done": p.bytes_done,
-            "bytes_total": p.bytes_total or None,
-            "rows_per_second": p.rows_per_second,
-            "bytes_per_second": p.bytes_per_second,
-            "percent": round(p.percent, 2),
-        },
-        "message": job.message,
-        "error": job.error or None,
-        "dataset_id": job.dataset_id or None,
-        "stalled": job.stalled,
-        "attempt": job.attempt,
-        "cancel_requested": job.cancel_requested,
-        "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in job.files],
-        "rows_skipped": job.rows_skipped,
-        "skip_reasons": list(job.skip_reasons),
-        "created_at": iso(job.created_at, job.HasField("created_at")),
-        "updated_at": iso(job.updated_at, job.HasField("updated_at")),
-        "started_at": iso(job.started_at, job.HasField("started_at")),
-        "finished_at": iso(job.finished_at, job.HasField("finished_at")),
-    }
-
-
 def template_json(t: pb.MappingTemplate) -> dict[str, Any]:
     return {
         "id": t.id,
         "name": t.name,
-        "training_type": training_type_str(t.training_type),
+        "training_type": training_type_out(t.training_type),
         "field_mappings": dict(t.field_mappings),
         "repo_id": t.repo_id or None,
         "created_at": iso(t.created_at, t.HasField("created_at")),
@@ -309,7 +281,7 @@ class MappingTemplateIn(BaseModel):
     @field_validator("training_type", mode="before")
     @classmethod
     def _upper(cls, v: Any) -> Any:
-        return training_type_name(v) if isinstance(v, str) else v
+        return parse_training_type(v) if isinstance(v, str) else v
 
 
 @router.get("/api/mapping-templates")
@@ -329,7 +301,7 @@ def list_mapping_templates(
 def save_mapping_template(request: Request, body: MappingTemplateIn) -> dict[str, Any]:
     """Creates a template, or replaces the mappings of the one with the same name, type and repo."""
     resp = _catalog(request).SaveMappingTemplate(pb.SaveMappingTemplateRequest(
-        name=body.name, training_type=training_type_pb(body.training_type),
+        name=body.name, training_type=wire.training_type_to_pb(TrainingType(body.training_type.value)),
         field_mappings=body.field_mappings, repo_id=body.repo_id,
     ), timeout=TIMEOUT)
     return template_json(resp.template)

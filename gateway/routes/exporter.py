@@ -19,12 +19,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from ferry.exporter.v1 import exporter_pb2 as pb
+from ferry.jobs import TERMINAL_STATUSES
 from ferry.media import content_type
 from gateway import limits as lim
 from gateway import waits
 from gateway.errors import error_docs
 from gateway.limits import DatasetIdPath, JobIdPath, short
-from gateway.routes.catalog import training_type_str
+from gateway.routes.catalog import training_type_out
 from gateway.sse import watch_as_sse
 
 router = APIRouter(tags=["exporter"])
@@ -34,6 +35,10 @@ FileName = Annotated[str, Path(max_length=lim.MAX_FILENAME + 100, description="A
 STATUS = {pb.EXPORT_STATUS_QUEUED: "queued", pb.EXPORT_STATUS_EXPORTING: "exporting",
           pb.EXPORT_STATUS_SAVING: "saving", pb.EXPORT_STATUS_COMPLETE: "complete",
           pb.EXPORT_STATUS_ERROR: "error", pb.EXPORT_STATUS_CANCELLED: "cancelled"}
+
+
+def _ended(e: pb.Export) -> bool:
+    return STATUS.get(e.status, "queued") in TERMINAL_STATUSES
 
 
 def _stub(request: Request) -> Any:
@@ -138,7 +143,7 @@ def list_formats(request: Request) -> dict[str, Any]:
     return {"formats": [{
         "name": f.name, "description": f.description, "file_extension": f.file_extension,
         "features": list(f.features), "use_cases": list(f.use_cases),
-        "training_types": [training_type_str(t) for t in f.training_types],
+        "training_types": [training_type_out(t) for t in f.training_types],
         "params": [{"name": p.name, "description": p.description, "default": p.default_value or None,
                     "choices": list(p.choices)} for p in f.params],
     } for f in r.formats]}
@@ -227,9 +232,9 @@ async def export_download(
     export_id = started.export_id
     wait = float(request.app.state.config.export_wait_seconds)
     call = stub.WatchExport(pb.WatchExportRequest(export_id=export_id), timeout=wait)
-    last = await waits.last_within(request, "export", call, lambda m: m.export.status in TERMINAL)
+    last = await waits.last_within(request, "export", call, lambda m: _ended(m.export))
     export = last.export if last is not None else None
-    if export is None or export.status not in TERMINAL:
+    if export is None or not _ended(export):
         raise HTTPException(status_code=504, detail=f"export {export_id} is still running after {wait:.0f} s; "
                             f"follow GET /api/exports/{export_id} and download its files from there")
     if export.status == pb.EXPORT_STATUS_ERROR:
@@ -243,7 +248,6 @@ async def export_download(
     return _attachment(_rest(archive), header.name, {"X-Export-Id": export_id})
 
 
-TERMINAL = (pb.EXPORT_STATUS_COMPLETE, pb.EXPORT_STATUS_ERROR, pb.EXPORT_STATUS_CANCELLED)
 
 
 def _first(call: Any, what: str) -> Any:

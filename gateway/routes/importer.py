@@ -17,13 +17,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
+from ferry.canonical import TrainingType
 from ferry.catalog.v1 import catalog_pb2 as cpb
 from ferry.importer.v1 import importer_pb2 as pb
 from gateway import limits as lim
 from gateway import waits
 from gateway.errors import error_docs
 from gateway.limits import JobIdPath, short
-from gateway.routes.catalog import dataset_json, training_type_name, training_type_pb, training_type_str
+from gateway.routes.catalog import (
+    dataset_json,
+    parse_training_type,
+    source_kind_out,
+    training_type_out,
+    training_type_pb,
+)
 from gateway.sse import watch_as_sse
 
 router = APIRouter(tags=["importer"], responses=error_docs(403))
@@ -136,8 +143,8 @@ class SuggestIn(BaseModel):
 
     @field_validator("training_type")
     @classmethod
-    def _training_type(cls, v: str) -> str:
-        return training_type_name(v) or _missing_tt()
+    def _training_type(cls, v: str) -> TrainingType:
+        return parse_training_type(v) or _missing_tt()
 
 
 class _MappedIn(BaseModel):
@@ -158,8 +165,8 @@ class _MappedIn(BaseModel):
 
     @field_validator("training_type")
     @classmethod
-    def _training_type(cls, v: str | None) -> str | None:
-        return training_type_name(v)
+    def _training_type(cls, v: str | None) -> TrainingType | None:
+        return parse_training_type(v)
 
 
 class PreviewIn(_MappedIn):
@@ -184,7 +191,7 @@ class ImportIn(_MappedIn):
         return v
 
 
-def _missing_tt() -> str:
+def _missing_tt() -> TrainingType:
     raise ValueError("training_type is required: one of SL, DPO, CHAT")
 
 
@@ -250,7 +257,7 @@ def info(request: Request, dataset_name: Annotated[str, Path(max_length=lim.MAX_
                  "pretty_name": r.card.pretty_name or None},
         "description": r.description,
         "gated": r.gated,
-        "source_kind": cpb.SourceKind.Name(r.source_kind).removeprefix("SOURCE_KIND_").lower(),
+        "source_kind": source_kind_out(r.source_kind).value.lower(),
         "notes": list(r.notes),
     }
 
@@ -302,7 +309,7 @@ def preview(request: Request, body: PreviewIn, x_hf_token: HfToken = None) -> di
         "split": r.split,
         "config": r.config,
         "revision": r.revision,
-        "training_type": training_type_str(r.training_type),
+        "training_type": training_type_out(r.training_type),
         "samples": [json.loads(s) for s in r.samples_json],
         "raw_samples": raw,
         # Thinker reads the source rows as a table.
@@ -380,5 +387,5 @@ def popular(request: Request) -> dict[str, Any]:
     r = _stub(request).ListPopularDatasets(pb.ListPopularDatasetsRequest(), timeout=TIMEOUT)
     return {"categories": [{"name": c.name, "datasets": [{
         "name": d.name, "description": d.description, "samples": d.samples, "recommended": d.recommended,
-        "subset": d.subset or None, "training_type": training_type_str(d.training_type),
+        "subset": d.subset or None, "training_type": training_type_out(d.training_type),
         "splits": list(d.splits)} for d in c.datasets]} for c in r.categories]}

@@ -21,9 +21,9 @@ def main() -> int:
     log.info("catalog database %s, bucket %s, heartbeat timeout %.0fs", cfg.db_path, cfg.s3.bucket,
              cfg.heartbeat_timeout)
     try:
-        grpcserver.run_until_signalled(server.running, "catalog")
+        grpcserver.run_until_signalled(server.server, "catalog")
     finally:
-        server.catalog.close()
+        server.close()
     return 0
 
 

@@ -11,7 +11,7 @@ from services.catalog.jobs import Jobs
 from services.catalog.templates import Templates
 
 
-class Catalog:
+class CatalogCore:
     def __init__(self, db_path: Path | str, store: ObjectStore, heartbeat_timeout: float,
                  max_watchers: int = 1000) -> None:
         self.db = Database(db_path)

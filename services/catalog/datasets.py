@@ -11,16 +11,25 @@ import logging
 import sqlite3
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ferry import jsonl
 from ferry.canonical import TrainingType
+from ferry.datasets import (
+    Dataset,
+    DatasetRegistration,
+    DatasetSource,
+    DatasetState,
+    Example,
+    Feature,
+    SourceKind,
+    Split,
+)
 from ferry.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from ferry.storage import ObjectStore
 from services.catalog import paging
 from services.catalog.db import Database
-from services.catalog.records import Dataset, DatasetSource, DatasetState, Example, Feature, SourceKind, Split
 
 log = logging.getLogger("ferry.catalog.datasets")
 
@@ -36,20 +45,6 @@ def index_key_for(object_key: str) -> str:
     """`datasets/7/train.jsonl` -> `datasets/7/train.idx`."""
     base = object_key[: -len(".jsonl")] if object_key.endswith(".jsonl") else object_key
     return base + ".idx"
-
-
-@dataclass
-class RegisterRequest:
-    dataset_id: int = 0
-    name: str = ""
-    source: DatasetSource = field(default_factory=DatasetSource)
-    # "" when unset; any other text is parsed (and rejected when unknown).
-    training_type: str = ""
-    splits: list[Split] = field(default_factory=list)
-    field_mappings: dict[str, str] = field(default_factory=dict)
-    features: list[Feature] = field(default_factory=list)
-    row_features: list[Feature] = field(default_factory=list)
-    import_job_id: str = ""
 
 
 @dataclass
@@ -143,12 +138,12 @@ class Datasets:
         dataset_id = int(cur.lastrowid or 0)
         return dataset_id, prefix_of(dataset_id)
 
-    def _validate(self, req: RegisterRequest) -> TrainingType:
+    def _validate(self, req: DatasetRegistration) -> TrainingType:
         if not req.name.strip():
             raise InvalidArgument("name must not be empty", field="name")
-        if not req.training_type:
+        if req.training_type is None:
             raise InvalidArgument("training_type is required: one of SL, DPO, CHAT", field="training_type")
-        training_type = TrainingType.parse(req.training_type)
+        training_type = req.training_type
         if not req.splits:
             raise InvalidArgument("splits must list at least one split", field="splits")
         seen: set[str] = set()
@@ -206,7 +201,7 @@ class Datasets:
             raise FailedPrecondition(f"split {split_name!r}: {index_key} is not a Ferry JSONL index",
                                      field="splits") from None
 
-    def register(self, req: RegisterRequest) -> Dataset:
+    def register(self, req: DatasetRegistration) -> Dataset:
         """Make a dataset READY. Registering again for the same import job returns the first result."""
         training_type = self._validate(req)
         target: Dataset | None = None
@@ -285,7 +280,7 @@ class Datasets:
         page_size: int = 0,
         page_token: str = "",
         name_contains: str = "",
-        training_type: str = "",
+        training_type: TrainingType | None = None,
         source_repo_id: str = "",
     ) -> DatasetPage:
         size = paging.page_size(page_size)
@@ -294,9 +289,9 @@ class Datasets:
         if name_contains:
             where.append("contains_ci(name, ?)")
             params.append(name_contains)
-        if training_type:
+        if training_type is not None:
             where.append("training_type = ?")
-            params.append(TrainingType.parse(training_type).value)
+            params.append(training_type.value)
         if source_repo_id:
             where.append("source_repo_id = ?")
             params.append(source_repo_id)

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ferry.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from ferry.jobs import TERMINAL, Job, JobFile, JobKind, JobPage, JobProgress, JobUpdate, Phase
 from services.catalog import paging
 from services.catalog.db import Database
-from services.catalog.records import TERMINAL_PHASES, Job, JobFile, JobKind, JobProgress, Phase
 
 log = logging.getLogger("ferry.catalog.jobs")
 
@@ -38,27 +38,6 @@ STALL_MESSAGE = "worker stopped responding; waiting to be resumed"
 SECRET_KEYS = {"token", "hf_token", "api_key", "apikey", "secret", "secret_key", "access_key", "password"}
 # Events a slow watcher can fall behind by before it only gets the latest state.
 MAX_EVENTS = 256
-
-
-@dataclass
-class UpdateRequest:
-    job_id: str
-    worker_id: str
-    phase: Phase | None = None
-    progress: JobProgress | None = None
-    message: str = ""
-    error: str = ""
-    checkpoint_json: str = ""
-    dataset_id: int = 0
-    files: list[JobFile] = field(default_factory=list)
-    rows_skipped: int = 0
-    skip_reasons: list[str] = field(default_factory=list)
-
-
-@dataclass
-class JobPage:
-    jobs: list[Job]
-    next_page_token: str
 
 
 @dataclass
@@ -327,8 +306,8 @@ class Jobs:
                 assert kind is not None
                 row = self.db.query_one(
                     "SELECT id FROM jobs WHERE kind = ? AND worker_id = '' AND cancel_requested = 0 "
-                    f"AND phase NOT IN ({', '.join('?' * len(TERMINAL_PHASES))}) ORDER BY created_at, id LIMIT 1",
-                    [kind.value, *(p.value for p in TERMINAL_PHASES)],
+                    f"AND phase NOT IN ({', '.join('?' * len(TERMINAL))}) ORDER BY created_at, id LIMIT 1",
+                    [kind.value, *(p.value for p in TERMINAL)],
                 )
                 if row is None:
                     return None
@@ -348,7 +327,7 @@ class Jobs:
             log.info("job %s claimed by %s (attempt %d)", job.id, worker_id, job.attempt)
             return copy.deepcopy(job)
 
-    def update(self, req: UpdateRequest) -> Job:
+    def update(self, req: JobUpdate) -> Job:
         if not req.worker_id:
             raise InvalidArgument("worker_id is required", field="worker_id")
         if req.phase is Phase.QUEUED:
@@ -500,8 +479,8 @@ class Jobs:
             cutoff = self._clock() - self.heartbeat_timeout
             rows = self.db.query(
                 "SELECT id FROM jobs WHERE worker_id != '' AND heartbeat_at < ? "
-                f"AND phase NOT IN ({', '.join('?' * len(TERMINAL_PHASES))})",
-                [cutoff, *(p.value for p in TERMINAL_PHASES)],
+                f"AND phase NOT IN ({', '.join('?' * len(TERMINAL))})",
+                [cutoff, *(p.value for p in TERMINAL)],
             )
             for row in rows:
                 live = self._live(row["id"])

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from ferry import grpcserver
 from ferry.catalog.v1 import catalog_pb2_grpc
 from ferry.errors import FerryError
+from ferry.service import Service
 from ferry.storage import ObjectStore
 from services.catalog.config import CatalogConfig
-from services.catalog.core import Catalog
+from services.catalog.core import CatalogCore
 from services.catalog.servicer import SERVICE_NAME, CatalogServicer
 
 log = logging.getLogger("ferry.catalog")
@@ -33,27 +33,14 @@ def ensure_bucket(store: ObjectStore, timeout: float = 15.0) -> None:
         ) from None
 
 
-@dataclass
-class CatalogServer:
-    catalog: Catalog
-    running: grpcserver.RunningServer
-
-    @property
-    def port(self) -> int:
-        return self.running.port
-
-    def stop(self, grace: float | None = None) -> None:
-        self.running.stop(grace)
-        self.catalog.close()
-
-
-def start(cfg: CatalogConfig, store: ObjectStore | None = None, port: int | None = None,
-          host: str | None = None, storage_timeout: float = 15.0) -> CatalogServer:
-    """`host`/`port` override the configured ones (tests bind 127.0.0.1:0)."""
+def start(cfg: CatalogConfig, store: ObjectStore | None = None, *, host: str | None = None,
+          port: int | None = None, storage_timeout: float = 15.0) -> Service[CatalogCore]:
+    """Start the catalog core and its gRPC server; `host`/`port` override the configured ones (tests bind
+    127.0.0.1:0). The core (its database) is closed once the server has drained."""
     store = store or ObjectStore(cfg.s3)
     ensure_bucket(store, storage_timeout)
-    catalog = Catalog(cfg.db_path, store, cfg.heartbeat_timeout,
-                      max_watchers=max(1, cfg.grpc_workers - RESERVED_WORKERS))
+    catalog = CatalogCore(cfg.db_path, store, cfg.heartbeat_timeout,
+                          max_watchers=max(1, cfg.grpc_workers - RESERVED_WORKERS))
     catalog.start()
     try:
         running = grpcserver.serve(
@@ -70,4 +57,4 @@ def start(cfg: CatalogConfig, store: ObjectStore | None = None, port: int | None
         raise
     # Watch streams end first, so draining is not held up for the whole grace period.
     running.on_stop.append(catalog.jobs.close)
-    return CatalogServer(catalog, running)
+    return Service(running, catalog, after_stop=[catalog.close])

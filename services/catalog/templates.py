@@ -8,9 +8,9 @@ import time
 import uuid
 
 from ferry.canonical import TrainingType
+from ferry.datasets import MappingTemplate
 from ferry.errors import InvalidArgument, NotFound
 from services.catalog.db import Database
-from services.catalog.records import MappingTemplate
 
 
 def _row(row: sqlite3.Row) -> MappingTemplate:
@@ -28,14 +28,15 @@ class Templates:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def save(self, name: str, training_type: str, field_mappings: dict[str, str], repo_id: str = "") -> MappingTemplate:
+    def save(self, name: str, training_type: TrainingType | None, field_mappings: dict[str, str],
+             repo_id: str = "") -> MappingTemplate:
         """Create, or replace the mappings of the template with the same name, type and repo."""
         name = name.strip()
         if not name:
             raise InvalidArgument("name must not be empty", field="name")
-        if not training_type:
+        if training_type is None:
             raise InvalidArgument("training_type is required: one of SL, DPO, CHAT", field="training_type")
-        tt = TrainingType.parse(training_type)
+        tt = training_type
         if not field_mappings:
             raise InvalidArgument("field_mappings must map at least one field", field="field_mappings")
         for target, source in field_mappings.items():
@@ -62,11 +63,11 @@ class Templates:
         assert row is not None
         return _row(row)
 
-    def list_templates(self, training_type: str = "", repo_id: str = "") -> list[MappingTemplate]:
+    def list_templates(self, training_type: TrainingType | None = None, repo_id: str = "") -> list[MappingTemplate]:
         where, params = [], []
-        if training_type:
+        if training_type is not None:
             where.append("training_type = ?")
-            params.append(TrainingType.parse(training_type).value)
+            params.append(training_type.value)
         if repo_id:
             where.append("repo_id = ?")
             params.append(repo_id)

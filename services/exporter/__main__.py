@@ -12,8 +12,8 @@ def main() -> None:
     cfg = read_or_exit("exporter", ExporterConfig.from_env)
     log = logs.setup("exporter", cfg.log.level)
     log.info("starting with %r", cfg)
-    running, _ = start(cfg)
-    grpcserver.run_until_signalled(running, "exporter")
+    service = start(cfg)
+    grpcserver.run_until_signalled(service.server, "exporter")
 
 
 if __name__ == "__main__":

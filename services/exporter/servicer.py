@@ -8,25 +8,26 @@ from typing import Any
 
 import grpc
 
-from ferry.catalog.v1 import catalog_pb2 as cpb
+from ferry import wire
+from ferry.canonical import TrainingType
 from ferry.exporter.v1 import exporter_pb2 as pb
 from ferry.exporter.v1 import exporter_pb2_grpc
+from ferry.jobs import JobFile, Phase
 from services.exporter.core import ExporterCore, ExportView
 
 SERVICE_NAME = "ferry.exporter.v1.ExporterService"
 STATUS = {"queued": pb.EXPORT_STATUS_QUEUED, "exporting": pb.EXPORT_STATUS_EXPORTING,
           "saving": pb.EXPORT_STATUS_SAVING, "complete": pb.EXPORT_STATUS_COMPLETE, "error": pb.EXPORT_STATUS_ERROR,
           "cancelled": pb.EXPORT_STATUS_CANCELLED}
-TT = {"SL": cpb.TRAINING_TYPE_SL, "DPO": cpb.TRAINING_TYPE_DPO, "CHAT": cpb.TRAINING_TYPE_CHAT}
 
 
-def _ts(job: cpb.Job, name: str) -> str:
-    if not job.HasField(name):  # type: ignore[arg-type]
+def _iso(seconds: float | None) -> str:
+    if seconds is None:
         return ""
-    return datetime.fromtimestamp(getattr(job, name).ToMicroseconds() / 1e6, UTC).isoformat()
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def file_pb(f: cpb.JobFile) -> pb.ExportFile:
+def file_pb(f: JobFile) -> pb.ExportFile:
     return pb.ExportFile(name=f.name, size=f.size, sha256=f.sha256, object_key=f.object_key)
 
 
@@ -41,8 +42,8 @@ def export_pb(view: ExportView) -> pb.Export:
                                    bytes_total=p.bytes_total, rows_per_second=p.rows_per_second,
                                    bytes_per_second=p.bytes_per_second, percent=p.percent),
         message=job.message, error=job.error,
-        files=[file_pb(f) for f in job.files] if job.phase == cpb.JOB_PHASE_COMPLETE else [],
-        created_at=_ts(job, "created_at"), finished_at=_ts(job, "finished_at"),
+        files=[file_pb(f) for f in job.files] if job.phase is Phase.COMPLETE else [],
+        created_at=_iso(job.created_at), finished_at=_iso(job.finished_at),
         cancel_requested=job.cancel_requested,
     )
 
@@ -56,7 +57,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             pb.ExportFormat(
                 name=f["name"], description=f["description"], file_extension=f["file_extension"],
                 features=f["features"], use_cases=f["use_cases"],
-                training_types=[TT[t] for t in f["training_types"]],
+                training_types=[wire.training_type_to_pb(TrainingType(t)) for t in f["training_types"]],
                 params=[pb.FormatParam(name=p["name"], description=p["description"], default_value=p["default"],
                                        choices=p["choices"]) for p in f["params"]])
             for f in self.core.formats()])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ferry import logs
 from ferry.config import read_or_exit
 from ferry.grpcserver import run_until_signalled
-from services.importer.app import start
 from services.importer.config import ImporterConfig
+from services.importer.server import start
 
 
 def main() -> None:

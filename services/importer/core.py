@@ -13,13 +13,15 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pyarrow as pa
 
 from ferry.canonical import TrainingType
-from ferry.catalog.v1 import catalog_pb2 as cpb
+from ferry.catalog_client import CatalogClient
+from ferry.datasets import SourceKind
 from ferry.errors import InvalidArgument, NotFound
+from ferry.jobs import Job, JobKind
 from services.importer import reader
 from services.importer.convert import RowMapper
 from services.importer.hub import HubClient, Meter
@@ -34,22 +36,6 @@ SAMPLE_ROWS = 5
 # Info and preview count rows from Parquet footers only up to this many files per split (imports always do).
 MAX_FOOTERS = 64
 MAX_PREVIEW = 100
-TERMINAL = (cpb.JOB_PHASE_COMPLETE, cpb.JOB_PHASE_ERROR, cpb.JOB_PHASE_CANCELLED)
-PB_TO_TRAINING_TYPE = {cpb.TRAINING_TYPE_SL: TrainingType.SL, cpb.TRAINING_TYPE_DPO: TrainingType.DPO,
-                       cpb.TRAINING_TYPE_CHAT: TrainingType.CHAT}
-
-
-def training_type(value: int | str) -> TrainingType:
-    if isinstance(value, str):
-        return TrainingType.parse(value)
-    tt = PB_TO_TRAINING_TYPE.get(cast(Any, value))
-    if tt is None:
-        raise InvalidArgument("training_type is required: one of SL, DPO, CHAT", field="training_type")
-    return tt
-
-
-def _unspecified(value: int | str) -> bool:
-    return not (value.strip() if isinstance(value, str) else value)
 
 
 def _mapped(field_mappings: dict[str, str]) -> bool:
@@ -57,10 +43,10 @@ def _mapped(field_mappings: dict[str, str]) -> bool:
     return any(not (isinstance(v, str) and not v.strip()) for v in field_mappings.values())
 
 
-def effective_training_type(value: int | str, field_mappings: dict[str, str]) -> TrainingType | None:
+def effective_training_type(given: TrainingType | None, field_mappings: dict[str, str]) -> TrainingType | None:
     """The given training type or, when unspecified, the one the mapping's targets imply; None with neither."""
-    if not _unspecified(value):
-        return training_type(value)
+    if given is not None:
+        return given
     if _mapped(field_mappings):
         return TrainingType.infer(field_mappings)
     return None
@@ -110,7 +96,8 @@ def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class ImporterCore:
-    def __init__(self, hub: HubClient, catalog: Any, pool: JobPool | None, local_dirs: tuple[str, ...]) -> None:
+    def __init__(self, hub: HubClient, catalog: CatalogClient, pool: JobPool | None, local_dirs: tuple[str, ...]
+                 ) -> None:
         self.hub = hub
         self.catalog = catalog
         self.pool = pool
@@ -172,9 +159,11 @@ class ImporterCore:
             sources = field_paths(schema)
         return DatasetInfo(source, chosen, splits, features, notes, sources)
 
-    def suggest(self, name: str, tt_value: int | str, config: str = "", split: str = "",
+    def suggest(self, name: str, training_type: TrainingType | None, config: str = "", split: str = "",
                 token: str | None = None) -> tuple[list[Suggestion], list[tuple[str, str]], str, str]:
-        tt = training_type(tt_value)
+        if training_type is None:
+            raise InvalidArgument("training_type is required: one of SL, DPO, CHAT", field="training_type")
+        tt = training_type
         source = self._source(name, "", token)
         chosen, _ = source.choose_config(config)
         split = split or source.first_split(chosen)
@@ -182,14 +171,14 @@ class ImporterCore:
         return suggest_mapping(schema, tt, head.to_pylist()), features_of(schema), chosen, split
 
     def preview(self, name: str, split: str = "", config: str = "", num_samples: int = 10,
-                field_mappings: dict[str, str] | None = None, tt_value: int | str = 0,
+                field_mappings: dict[str, str] | None = None, training_type: TrainingType | None = None,
                 token: str | None = None, meter: Meter | None = None) -> Preview:
         if num_samples < 0 or num_samples > MAX_PREVIEW:
             raise InvalidArgument(f"num_samples must be between 1 and {MAX_PREVIEW}", field="num_samples")
         n = num_samples or 10
         mappings = dict(field_mappings or {})
         # Unspecified with a mapping: inferred from its targets; unspecified without one: raw rows.
-        tt = effective_training_type(tt_value, mappings)
+        tt = effective_training_type(training_type, mappings)
         source = self._source(name, "", token)
         chosen, _ = source.choose_config(config)
         split = split or source.first_split(chosen)
@@ -217,10 +206,10 @@ class ImporterCore:
         return Preview(source.repo_id, chosen, split, source.revision, samples, raw, problems, total, mappings,
                        features_of(schema), tt)
 
-    def start_import(self, name: str, splits: list[str], config: str, tt_value: int | str,
+    def start_import(self, name: str, splits: list[str], config: str, training_type: TrainingType | None,
                      field_mappings: dict[str, str], max_samples: int, dataset_name: str = "", revision: str = "",
-                     token: str | None = None) -> cpb.Job:
-        found = effective_training_type(tt_value, dict(field_mappings))
+                     token: str | None = None) -> Job:
+        found = effective_training_type(training_type, dict(field_mappings))
         if found is None:
             raise InvalidArgument("training_type is required when field_mappings is empty (one of SL, DPO, CHAT)",
                                   field="training_type")
@@ -252,37 +241,36 @@ class ImporterCore:
         if max_samples:
             known = rows_total if rows_total >= 0 else max_samples * len(wanted)
             rows_total = min(known, max_samples * len(wanted))
-        default_name = source.repo_id.rstrip("/").rsplit("/", 1)[-1] if source.kind != cpb.SOURCE_KIND_HUB \
+        default_name = source.repo_id.rstrip("/").rsplit("/", 1)[-1] if source.kind is not SourceKind.HUB \
             else source.repo_id
         if chosen != source.layout.default_config and chosen != "default":
             default_name += f" ({chosen})"
         req = ImportRequest(
             dataset_name=name.strip(), source_kind=source.kind, repo_id=source.repo_id, revision=source.revision,
-            config=chosen, splits=wanted, training_type=tt.value, field_mappings=mappings,
+            config=chosen, splits=wanted, training_type=tt, field_mappings=mappings,
             max_samples=max_samples, name=(dataset_name or default_name).strip(), features=features_of(schema),
             bytes_total=bytes_total if not max_samples else 0, rows_total=max(rows_total, 0),
         )
         job_id = str(uuid.uuid4())
         if token and self.pool is not None and self.pool.sealer is not None:
             req.sealed_token = self.pool.sealer.seal(token, job_id)  # so another replica can resume the job
-        job = self.catalog.create_job(cpb.CreateJobRequest(
-            kind=cpb.JOB_KIND_IMPORT, request_json=req.to_json(), job_id=job_id,
-            message=f"queued: {source.repo_id} {chosen} {', '.join(wanted)}"))
+        job = self.catalog.create_job(JobKind.IMPORT, req.to_json(), job_id=job_id,
+                                      message=f"queued: {source.repo_id} {chosen} {', '.join(wanted)}")
         if self.pool is not None:
             self.pool.submit(job.id, token)
         return job
 
-    def get_job(self, import_id: str) -> cpb.Job:
+    def get_job(self, import_id: str) -> Job:
         job = self.catalog.get_job(_check_id(import_id))
-        if job.kind != cpb.JOB_KIND_IMPORT:
+        if job.kind is not JobKind.IMPORT:
             raise NotFound(f"import {import_id} not found", field="import_id")
         return job
 
-    def watch(self, import_id: str) -> Iterator[cpb.Job]:
+    def watch(self, import_id: str) -> Iterator[Job]:
         self.get_job(import_id)
         yield from self.catalog.watch_job(import_id)
 
-    def cancel(self, import_id: str) -> cpb.Job:
+    def cancel(self, import_id: str) -> Job:
         self.get_job(import_id)
         return self.catalog.cancel_job(import_id)
 

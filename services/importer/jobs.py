@@ -5,7 +5,8 @@ of one S3 multipart upload under the reserved `datasets/{id}/` prefix, with the 
 pass. After each part is stored the job's checkpoint (upload id, parts, source position, index state, counters)
 goes to the catalog, so an importer that dies is resumed by another one from its last part, not from zero.
 The multipart object is invisible until completed; a failed or cancelled job aborts it and deletes the prefix.
-The job record never holds a token: a per-request token lives only in this process's memory.
+The job record never holds a token in clear: a request's own HF token stays in this process's memory and goes
+into the request only sealed with FERRY_TOKEN_KEY (tokens.py), so another replica can resume the job with it.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from array import array
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pyarrow as pa
 
 from ferry.canonical import TrainingType
-from ferry.catalog.v1 import catalog_pb2 as cpb
+from ferry.catalog_client import CatalogClient
+from ferry.datasets import DatasetRegistration, DatasetSource, Feature, SourceKind, Split
 from ferry.errors import Cancelled, FailedPrecondition, FerryError, NotFound, Unavailable
+from ferry.jobs import Job, JobKind, JobProgress, JobUpdate, Phase
 from ferry.jsonl import LineIndexBuilder
 from ferry.media import content_type
 from ferry.storage import ObjectStore
@@ -47,13 +51,15 @@ MAX_PARTS_IN_FLIGHT = 3
 REPORT_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 0.4
 MAX_SKIP_REASONS = 20
-# An UNAVAILABLE store, catalog or Hub (after the clients' own quick retries) pauses the job and resumes it from
-# its last checkpoint, waiting 2, 4, 8 then 16 s, before the job fails: a store or Hub restart is not an error.
+# An UNAVAILABLE store, catalog or Hub (after the store's and the Hub client's own quick retries; catalog calls are
+# not retried) pauses the job and resumes it from its last checkpoint, waiting 2, 4, 8 then 16 s, before the job
+# fails: a store or Hub restart is not an error.
 TRANSIENT_RETRIES = 4
 RETRY_BASE_SECONDS = 2.0
-
-TRAINING_TYPE_TO_PB = {TrainingType.SL: cpb.TRAINING_TYPE_SL, TrainingType.DPO: cpb.TRAINING_TYPE_DPO,
-                       TrainingType.CHAT: cpb.TRAINING_TYPE_CHAT}
+# request_json stores the source kind as the number importers have always written there (the catalog proto's
+# numbering), so a job queued by one importer version is resumed by another.
+SOURCE_KIND_CODES = {SourceKind.UNSPECIFIED: 0, SourceKind.HUB: 1, SourceKind.LOCAL_DIR: 2, SourceKind.LOCAL_FILES: 3}
+_SOURCE_KINDS = {code: kind for kind, code in SOURCE_KIND_CODES.items()}
 
 
 class _Stop(Exception):
@@ -62,15 +68,15 @@ class _Stop(Exception):
 
 @dataclass
 class ImportRequest:
-    """A validated import, as stored in the job's request_json (never a token)."""
+    """A validated import, as stored in the job's request_json (never a token in clear)."""
 
     dataset_name: str
-    source_kind: int
+    source_kind: SourceKind
     repo_id: str
     revision: str
     config: str
     splits: list[str]
-    training_type: str
+    training_type: TrainingType
     field_mappings: dict[str, str]
     max_samples: int
     name: str
@@ -81,24 +87,28 @@ class ImportRequest:
     sealed_token: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
+        return json.dumps({**self.__dict__, "source_kind": SOURCE_KIND_CODES[self.source_kind],
+                           "training_type": self.training_type.value}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ImportRequest:
         d = json.loads(text)
         d["features"] = [tuple(x) for x in d.get("features", [])]
+        d["source_kind"] = _SOURCE_KINDS.get(int(d.get("source_kind", 0)), SourceKind.UNSPECIFIED)
+        d["training_type"] = TrainingType(d["training_type"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 # -- progress ----------------------------------------------------------------------------------------------------
 
 class Reporter:
-    """Sends the job's progress to the catalog at most ~4/s, at least every 2 s (heartbeat), from its own thread.
+    """Sends the job's progress to the catalog from its own thread: every REPORT_INTERVAL when it changed, and at
+    least every HEARTBEAT_INTERVAL (the heartbeat) when it did not.
 
     It is also how the worker learns of a cancel request or of losing the job to another worker.
     """
 
-    def __init__(self, catalog: Any, job_id: str, worker_id: str, meter: Meter, req: ImportRequest,
+    def __init__(self, catalog: CatalogClient, job_id: str, worker_id: str, meter: Meter, req: ImportRequest,
                  start_rows: int = 0, start_skipped: int = 0, start_bytes: int = 0) -> None:
         self.catalog = catalog
         self.job_id = job_id
@@ -136,7 +146,7 @@ class Reporter:
     def bytes_done(self) -> int:
         return self.bytes_base + self.meter.bytes
 
-    def progress(self, final: bool = False) -> cpb.JobProgress:
+    def progress(self, final: bool = False) -> JobProgress:
         elapsed = max(time.monotonic() - self._t0, 1e-6)
         rows_total = self.req.rows_total
         bytes_total = self.req.bytes_total
@@ -148,22 +158,22 @@ class Reporter:
             pct = min(99.0, 100.0 * self.bytes_done / bytes_total)
         else:
             pct = 0.0
-        return cpb.JobProgress(rows_done=self.rows_done, rows_total=rows_total, bytes_done=self.bytes_done,
-                               bytes_total=bytes_total, rows_per_second=self.rows / elapsed,
-                               bytes_per_second=self.meter.bytes / elapsed, percent=pct)
+        return JobProgress(rows_done=self.rows_done, rows_total=rows_total, bytes_done=self.bytes_done,
+                           bytes_total=bytes_total, rows_per_second=self.rows / elapsed,
+                           bytes_per_second=self.meter.bytes / elapsed, percent=pct)
 
-    def send(self, phase: cpb.JobPhase.ValueType = cpb.JOB_PHASE_UNSPECIFIED, *, checkpoint: str = "", error: str = "",
-             dataset_id: int = 0, message: str | None = None, final: bool = False) -> cpb.Job | None:
+    def send(self, phase: Phase | None = None, *, checkpoint: str = "", error: str = "", dataset_id: int = 0,
+             message: str | None = None, final: bool = False) -> Job | None:
         with self._lock:
             if message is not None:
                 self.message = message
-            req = cpb.UpdateJobRequest(
+            update = JobUpdate(
                 job_id=self.job_id, worker_id=self.worker_id, phase=phase, progress=self.progress(final),
                 message=self.message, error=error, checkpoint_json=checkpoint, dataset_id=dataset_id,
                 rows_skipped=self.skipped, skip_reasons=self.skip_reasons[:MAX_SKIP_REASONS],
             )
             try:
-                job = self.catalog.update_job(req)
+                job = self.catalog.update_job(update)
             except FailedPrecondition as exc:
                 # Another worker owns the job now (we were presumed dead): stop touching it.
                 log.warning("job %s: lost ownership (%s)", self.job_id, exc)
@@ -235,16 +245,22 @@ def _snapshot(b: LineIndexBuilder) -> tuple[str, int, int]:
 
 @dataclass
 class _Pending:
+    """A part being uploaded, and where the split stood when it was cut (its state once the part is stored)."""
+
     number: int
     size: int
     future: Future[str]
-    snapshot: dict[str, Any]
+    position: dict[str, int]
+    index: tuple[str, int, int]
+    rows: int
+    skipped: int
+    src_bytes: int
 
 
 class Runner:
     """Runs one claimed import job to a terminal phase (or stops it cleanly for a later resume)."""
 
-    def __init__(self, owner: JobPool, job: cpb.Job, token: str | None) -> None:
+    def __init__(self, owner: JobPool, job: Job, token: str | None) -> None:
         self.pool = owner
         self.job = job
         self.req = ImportRequest.from_json(job.request_json)
@@ -264,13 +280,13 @@ class Runner:
 
     # -- checkpointing ---------------------------------------------------------------------------------------
 
-    def _checkpoint(self) -> None:
+    def checkpoint(self) -> None:
         self.cp["skipped"] = self.reporter.skipped
         self.cp["skip_reasons"] = self.reporter.skip_reasons[:MAX_SKIP_REASONS]
         self.reporter.send(checkpoint=json.dumps(self.cp), dataset_id=int(self.cp.get("dataset_id", 0)))
-        self._check()
+        self.check()
 
-    def _check(self) -> None:
+    def check(self) -> None:
         if self.reporter.lost or self.pool.stopping.is_set():
             raise _Stop()
         if self.reporter.cancel_requested:
@@ -289,20 +305,20 @@ class Runner:
                 log.info("job %s: stopped at its last checkpoint (will resume)", self.job.id)
                 return
             self._cleanup()
-            self.reporter.send(cpb.JOB_PHASE_CANCELLED, message="import cancelled; nothing was kept")
+            self.reporter.send(Phase.CANCELLED, message="import cancelled; nothing was kept")
         except FerryError as exc:
             if self.reporter.lost:
                 return
             log.warning("job %s failed: %s", self.job.id, exc)
             self._cleanup()
-            self.reporter.send(cpb.JOB_PHASE_ERROR, error=exc.message, message="import failed")
+            self.reporter.send(Phase.ERROR, error=exc.message, message="import failed")
         except Exception as exc:  # noqa: BLE001 - the job must end in a terminal phase
             if self.reporter.lost:
                 return
             ref = uuid.uuid4().hex[:12]
             log.exception("job %s crashed (ref %s)", self.job.id, ref)
             self._cleanup()
-            self.reporter.send(cpb.JOB_PHASE_ERROR, error=f"internal error (ref {ref}): {type(exc).__name__}",
+            self.reporter.send(Phase.ERROR, error=f"internal error (ref {ref}): {type(exc).__name__}",
                                message="import failed")
         finally:
             self.reporter.close()
@@ -328,7 +344,7 @@ class Runner:
                     pass  # the catalog may be what is down; the heartbeat thread keeps trying
                 if self.pool.stopping.wait(delay):
                     raise _Stop() from None
-                self._check()
+                self.check()
 
     def _rewind(self) -> None:
         """Progress back to the last checkpoint: rows converted after it will be converted again."""
@@ -342,19 +358,19 @@ class Runner:
         req = self.req
         if self.job.cancel_requested:
             raise Cancelled("import cancelled")
-        self.reporter.send(cpb.JOB_PHASE_DOWNLOADING, message=f"reading {req.dataset_name} at {req.revision[:12]}")
-        self._check()
+        self.reporter.send(Phase.DOWNLOADING, message=f"reading {req.dataset_name} at {req.revision[:12]}")
+        self.check()
         source = resolve(self.pool.hub, req.dataset_name, req.revision, self.token, self.pool.local_dirs)
         if source.revision != req.revision:
             raise FailedPrecondition(f"{req.dataset_name} changed since the import was requested (revision "
                                      f"{req.revision[:12]} is no longer what the source holds)")
         if "dataset_id" not in self.cp:
-            reserved = self.pool.catalog.reserve_dataset(self.job.id)
-            self.cp["dataset_id"] = int(reserved.dataset_id)
-            self.cp["prefix"] = reserved.object_prefix or f"datasets/{reserved.dataset_id}/"
+            dataset_id, prefix = self.pool.catalog.reserve_dataset(self.job.id)
+            self.cp["dataset_id"] = dataset_id
+            self.cp["prefix"] = prefix or f"datasets/{dataset_id}/"
             self.cp.setdefault("done", [])
-            self._checkpoint()
-        prefix: str = self.cp["prefix"]
+            self.checkpoint()
+        prefix = str(self.cp["prefix"])
         done_names = {d["split"] for d in self.cp["done"]}
         for split in req.splits:
             if split in done_names:
@@ -367,24 +383,22 @@ class Runner:
 
     def _finish(self, source: Source) -> None:
         req = self.req
-        self.reporter.send(cpb.JOB_PHASE_SAVING, message="registering the dataset")
-        self._check()
-        tt = TrainingType.parse(req.training_type)
-        splits = [cpb.Split(name=d["split"], num_rows=int(d["rows"]), num_bytes=int(d["bytes"]),
-                            object_key=d["key"], index_key=d["index_key"]) for d in self.cp["done"]]
-        dataset = self.pool.catalog.register_dataset(cpb.RegisterDatasetRequest(
+        self.reporter.send(Phase.SAVING, message="registering the dataset")
+        self.check()
+        splits = [Split(d["split"], int(d["rows"]), int(d["bytes"]), d["key"], d["index_key"])
+                  for d in self.cp["done"]]
+        dataset = self.pool.catalog.register_dataset(DatasetRegistration(
             dataset_id=int(self.cp["dataset_id"]), name=req.name,
-            source=cpb.DatasetSource(kind=cast(cpb.SourceKind.ValueType, req.source_kind), repo_id=req.repo_id,
-                                     revision=req.revision, config=req.config, splits=req.splits),
-            training_type=TRAINING_TYPE_TO_PB[tt], splits=splits, field_mappings=req.field_mappings,
-            features=[cpb.Feature(name=n, dtype=t) for n, t in req.features], import_job_id=self.job.id,
-            row_features=row_features(tt),
+            source=DatasetSource(req.source_kind, req.repo_id, req.revision, req.config, list(req.splits)),
+            training_type=req.training_type, splits=splits, field_mappings=req.field_mappings,
+            features=[Feature(n, t) for n, t in req.features], row_features=row_features(req.training_type),
+            import_job_id=self.job.id,
         ))
         total = sum(int(d["rows"]) for d in self.cp["done"])
         msg = f"imported {total} rows into dataset {dataset.id}"
         if self.reporter.skipped:
             msg += f" ({self.reporter.skipped} rows skipped)"
-        self.reporter.send(cpb.JOB_PHASE_COMPLETE, dataset_id=int(dataset.id), message=msg, final=True)
+        self.reporter.send(Phase.COMPLETE, dataset_id=dataset.id, message=msg, final=True)
 
     def _cleanup(self) -> None:
         """Abort the open multipart upload and remove everything under the reserved prefix."""
@@ -408,11 +422,178 @@ class Runner:
 
     # -- one split -------------------------------------------------------------------------------------------
 
-    def _batches(self, source: Source, split: str, start: reader.Position) -> tuple[Iterator[reader.Batch],
-                                                                                   pa.Schema | None]:
-        paths = source.split_files(self.req.config, split)
-        files = [source.open(p, self.meter) for p in paths]
-        pool = self.pool.io_pool
+    def _import_split(self, source: Source, st: SplitState) -> None:
+        """Write one split (from its checkpoint when resumed), complete its upload and index, mark it done."""
+        self.cp["current"] = st.__dict__  # the live state: each stored part moves it forward
+        resuming = bool(st.upload_id)
+        if not resuming:
+            st.upload_id = self.store.start_multipart(st.key, content_type(st.key))
+            self.checkpoint()
+        self.meter.bytes = 0
+        self.reporter.bytes_base = int(self.cp.get("src_bytes", 0))
+        self.reporter.send(Phase.CONVERTING, message=f"converting split {st.split}")
+        writer = _SplitWriter(self, source, st, resuming)
+        t0 = time.perf_counter()
+        writer.write()
+        self.check()
+        self.store.complete_multipart(st.key, st.upload_id, [(int(n), str(e)) for n, e, _ in st.parts])
+        log.info("job %s split %s: %d rows, %d bytes in %.1fs (%s)", self.job.id, st.split, writer.rows,
+                 writer.builder.size, time.perf_counter() - t0,
+                 ", ".join(f"{k} {v:.1f}s" for k, v in writer.timing.items()))
+        index_key = st.key[: -len(".jsonl")] + ".idx"
+        self.store.put_bytes(index_key, writer.builder.finish())
+        self.cp["done"].append({"split": st.split, "key": st.key, "index_key": index_key, "rows": writer.rows,
+                                "bytes": writer.builder.size})
+        self.cp["current"] = None
+        self.checkpoint()
+
+
+class _SplitWriter:
+    """Converts one split into the parts of its multipart upload, moving the checkpoint as each part is stored.
+
+    Reads record batches from the split's position, maps them to JSONL (fed to the line index as it goes) and
+    uploads a part whenever part_size bytes are buffered, with up to MAX_PARTS_IN_FLIGHT parts in flight.
+    Parts are recorded in order: once a part is stored, the split's state takes the source position, index state
+    and counters as they were when that part was cut, and the job is checkpointed.
+    """
+
+    def __init__(self, runner: Runner, source: Source, st: SplitState, resuming: bool) -> None:
+        self.runner = runner
+        self.source = source
+        self.st = st
+        self.req = runner.req
+        self.start = reader.Position.from_json(st.position) if st.position else reader.Position()
+        self.builder = st.builder()
+        self.rows = st.rows  # rows written to the split, its checkpointed ones included
+        self.max_rows = self.req.max_samples or 0
+        self.mapper: RowMapper | None = None
+        self.buf: list[bytes] = []
+        self.buf_size = 0
+        self.pending: deque[_Pending] = deque()
+        # A resumed upload skips the part numbers the previous owner may still have had in flight, so a late
+        # upload from it can never overwrite one of ours (S3 allows gaps; only listed parts are kept).
+        self.next_part = (st.parts[-1][0] if st.parts else 0) + (MAX_PARTS_IN_FLIGHT + 1 if resuming else 1)
+        self.timing = {"read": 0.0, "convert": 0.0, "upload_wait": 0.0, "checkpoint": 0.0}
+
+    @contextmanager
+    def _timed(self, what: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timing[what] += time.perf_counter() - t0
+
+    def write(self) -> None:
+        """Every part of the split stored and recorded; on any failure the parts still in flight are dropped."""
+        batches, schema = self._batches()
+        try:
+            pos = self._convert_all(batches, schema)
+            if self.rows == 0:
+                reporter = self.runner.reporter
+                reasons = "; ".join(reporter.skip_reasons[:3])
+                raise FailedPrecondition(
+                    f"no row of split {self.st.split!r} passed validation for {self.req.training_type.value}"
+                    + (f" ({reporter.skipped} skipped, e.g. {reasons})" if reporter.skipped
+                       else " (the split is empty)"))
+            if self.buf_size or not self.st.parts and not self.pending:
+                self._flush(pos)
+            with self._timed("upload_wait"):
+                self._settle(block=True)
+        except BaseException:
+            self._drop_pending()
+            raise
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    def _convert_all(self, batches: Iterator[reader.Batch], schema: pa.Schema | None) -> reader.Position:
+        """Convert batches until the split (or max_samples) ends; the position after the last one."""
+        pos = self.start
+        while True:
+            with self._timed("read"):
+                item = next(batches, None)
+            if item is None:
+                return pos
+            table, pos = item
+            self.runner.check()
+            with self._timed("convert"):
+                if self.mapper is None:
+                    self.mapper = RowMapper(self.req.training_type, self.req.field_mappings, schema or table.schema)
+                self._convert(self.mapper, table, pos)
+            self._settle(block=False)
+            if self.max_rows and self.rows >= self.max_rows:
+                return pos
+            if self.buf_size >= self.runner.pool.part_size:
+                self._flush(pos)
+
+    def _convert(self, mapper: RowMapper, table: pa.Table, pos: reader.Position) -> None:
+        reporter = self.runner.reporter
+        for rb in _record_batches(table):
+            if self.max_rows:
+                remaining = self.max_rows - self.rows
+                if remaining <= 0:
+                    break
+                rb = rb.slice(0, remaining) if rb.num_rows > remaining else rb
+            try:
+                mapped = mapper.map_batch(rb)
+            except (KeyError, pa.ArrowException) as exc:
+                raise FailedPrecondition(
+                    f"rows of {self.source.split_files(self.req.config, self.st.split)[pos.file_index]} do not fit "
+                    f"the mapping: {type(exc).__name__}: {str(exc)[:200]}") from None
+            if mapped.jsonl:
+                self.builder.feed(mapped.jsonl)
+                self.buf.append(mapped.jsonl)
+                self.buf_size += len(mapped.jsonl)
+            self.rows += mapped.rows_ok
+            reporter.rows += mapped.rows_ok
+            if mapped.rows_skipped:
+                reporter.add_skips(mapped.rows_skipped, mapped.skip_reasons)
+
+    def _flush(self, pos: reader.Position) -> None:
+        """Upload the buffered JSONL as the next part; waits while MAX_PARTS_IN_FLIGHT are in flight."""
+        data = b"".join(self.buf)
+        self.buf, self.buf_size = [], 0
+        reporter = self.runner.reporter
+        st = self.st
+        future = self.runner.pool.upload_pool.submit(self.runner.store.upload_part, st.key, st.upload_id,
+                                                     self.next_part, data)
+        self.pending.append(_Pending(self.next_part, len(data), future, pos.to_json(), _snapshot(self.builder),
+                                     self.rows, reporter.skipped, reporter.bytes_done))
+        self.next_part += 1
+        with self._timed("upload_wait"):
+            while len(self.pending) >= MAX_PARTS_IN_FLIGHT:
+                self._settle(block=True)
+
+    def _settle(self, block: bool) -> None:
+        """Record finished parts in order; each one moves the checkpoint forward."""
+        st = self.st
+        while self.pending and (block or self.pending[0].future.done()):
+            p = self.pending.popleft()
+            etag = p.future.result()  # ObjectStore.upload_part raises a domain error naming the part
+            st.parts.append([p.number, etag, p.size])
+            st.position = p.position
+            st.index_offsets, st.index_lines, st.index_size = p.index
+            st.rows, st.skipped, st.src_bytes = p.rows, p.skipped, p.src_bytes
+            self.runner.cp["src_bytes"] = p.src_bytes
+            with self._timed("checkpoint"):
+                self.runner.checkpoint()
+
+    def _drop_pending(self) -> None:
+        """The split failed or stopped: cancel the parts not started, wait for the ones uploading."""
+        for p in self.pending:
+            p.future.cancel()
+        for p in self.pending:
+            if not p.future.cancelled():
+                try:
+                    p.future.result(timeout=60)
+                except Exception:  # noqa: BLE001,S110 - the job is failing anyway
+                    pass
+
+    def _batches(self) -> tuple[Iterator[reader.Batch], pa.Schema | None]:
+        """The split's record batches from `start`, and its schema when known before reading (Parquet)."""
+        paths = self.source.split_files(self.req.config, self.st.split)
+        files = [self.source.open(p, self.runner.meter) for p in paths]
+        pool = self.runner.pool.io_pool
+        start = self.start
         if all(data_format(p)[0] == "parquet" for p in paths):
             metas: dict[int, Future[reader.ParquetMeta]] = {}
 
@@ -453,137 +634,6 @@ class Runner:
 
         return chain(), None
 
-    def _import_split(self, source: Source, st: SplitState) -> None:
-        req = self.req
-        store = self.store
-        self.cp["current"] = st.__dict__
-        resuming = bool(st.upload_id)
-        if not st.upload_id:
-            st.upload_id = store.start_multipart(st.key, content_type(st.key))
-            self._checkpoint()
-        builder = st.builder()
-        start = reader.Position.from_json(st.position) if st.position else reader.Position()
-        self.meter.bytes = 0
-        self.reporter.bytes_base = int(self.cp.get("src_bytes", 0))
-        self.reporter.send(cpb.JOB_PHASE_CONVERTING, message=f"converting split {st.split}")
-        batches, schema = self._batches(source, st.split, start)
-        mapper: RowMapper | None = None
-        rows = st.rows
-        max_rows = req.max_samples or 0
-        buf: list[bytes] = []
-        buf_size = 0
-        pending: deque[_Pending] = deque()
-        # A resumed upload skips the part numbers the previous owner may still have had in flight, so a late
-        # upload from it can never overwrite one of ours (S3 allows gaps; only listed parts are kept).
-        next_part = (st.parts[-1][0] if st.parts else 0) + (MAX_PARTS_IN_FLIGHT + 1 if resuming else 1)
-        uploads = self.pool.upload_pool
-
-        def settle(block: bool) -> None:
-            """Record finished parts in order; each one moves the checkpoint forward."""
-            while pending and (block or pending[0].future.done()):
-                p = pending.popleft()
-                etag = p.future.result()  # ObjectStore.upload_part raises a domain error naming the part
-                st.parts.append([p.number, etag, p.size])
-                st.position = p.snapshot["position"]
-                st.index_offsets, st.index_lines, st.index_size = p.snapshot["index"]
-                st.rows, st.skipped, st.src_bytes = p.snapshot["rows"], p.snapshot["skipped"], p.snapshot["bytes"]
-                self.cp["src_bytes"] = p.snapshot["bytes"]
-                t0 = time.perf_counter()
-                self._checkpoint()
-                timing["checkpoint"] += time.perf_counter() - t0
-
-        def flush(pos: reader.Position) -> None:
-            nonlocal buf, buf_size, next_part
-            data = b"".join(buf)
-            buf, buf_size = [], 0
-            snap = {"position": pos.to_json(), "index": _snapshot(builder), "rows": rows,
-                    "skipped": self.reporter.skipped, "bytes": self.reporter.bytes_done}
-            fut = uploads.submit(store.upload_part, st.key, st.upload_id, next_part, data)
-            pending.append(_Pending(next_part, len(data), fut, snap))
-            next_part += 1
-            t0 = time.perf_counter()
-            while len(pending) >= MAX_PARTS_IN_FLIGHT:
-                settle(block=True)
-            timing["upload_wait"] += time.perf_counter() - t0
-
-        pos = start
-        timing = {"read": 0.0, "convert": 0.0, "upload_wait": 0.0, "checkpoint": 0.0}
-        t_split = time.perf_counter()
-        try:
-            while True:
-                t0 = time.perf_counter()
-                item = next(batches, None)
-                timing["read"] += time.perf_counter() - t0
-                if item is None:
-                    break
-                table, pos = item
-                self._check()
-                t0 = time.perf_counter()
-                if mapper is None:
-                    schema = schema or table.schema
-                    mapper = RowMapper(req.training_type, req.field_mappings, schema)
-                for rb in _record_batches(table):
-                    if max_rows:
-                        remaining = max_rows - rows
-                        if remaining <= 0:
-                            break
-                        rb = rb.slice(0, remaining) if rb.num_rows > remaining else rb
-                    try:
-                        mapped = mapper.map_batch(rb)
-                    except (KeyError, pa.ArrowException) as exc:
-                        raise FailedPrecondition(
-                            f"rows of {source.split_files(req.config, st.split)[pos.file_index]} do not fit the "
-                            f"mapping: {type(exc).__name__}: {str(exc)[:200]}") from None
-                    if mapped.jsonl:
-                        builder.feed(mapped.jsonl)
-                        buf.append(mapped.jsonl)
-                        buf_size += len(mapped.jsonl)
-                    rows += mapped.rows_ok
-                    self.reporter.rows += mapped.rows_ok
-                    if mapped.rows_skipped:
-                        self.reporter.add_skips(mapped.rows_skipped, mapped.skip_reasons)
-                timing["convert"] += time.perf_counter() - t0
-                settle(block=False)
-                if max_rows and rows >= max_rows:
-                    break
-                if buf_size >= self.pool.part_size:
-                    flush(pos)
-            if rows == 0:
-                reasons = "; ".join(self.reporter.skip_reasons[:3])
-                raise FailedPrecondition(
-                    f"no row of split {st.split!r} passed validation for {req.training_type}"
-                    + (f" ({self.reporter.skipped} skipped, e.g. {reasons})" if self.reporter.skipped
-                       else " (the split is empty)"))
-            if buf_size or not st.parts and not pending:
-                flush(pos)
-            t0 = time.perf_counter()
-            settle(block=True)
-            timing["upload_wait"] += time.perf_counter() - t0
-        except BaseException:
-            for p in pending:
-                p.future.cancel()
-            for p in pending:
-                if not p.future.cancelled():
-                    try:
-                        p.future.result(timeout=60)
-                    except Exception:  # noqa: BLE001,S110 - the job is failing anyway
-                        pass
-            raise
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
-        self._check()
-        store.complete_multipart(st.key, st.upload_id, [(int(n), str(e)) for n, e, _ in st.parts])
-        log.info("job %s split %s: %d rows, %d bytes in %.1fs (%s)", self.job.id, st.split, rows, builder.size,
-                 time.perf_counter() - t_split, ", ".join(f"{k} {v:.1f}s" for k, v in timing.items()))
-        index_key = st.key[: -len(".jsonl")] + ".idx"
-        store.put_bytes(index_key, builder.finish())
-        self.cp["done"].append({"split": st.split, "key": st.key, "index_key": index_key, "rows": rows,
-                                "bytes": builder.size})
-        self.cp["current"] = None
-        self._checkpoint()
-
 
 def _record_batches(table: pa.Table) -> list[pa.RecordBatch]:
     if isinstance(table, pa.RecordBatch):
@@ -595,13 +645,12 @@ def _safe(split: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in split)
 
 
-def row_features(tt: TrainingType) -> list[cpb.Feature]:
+def row_features(tt: TrainingType) -> list[Feature]:
     msgs = "list<struct<role: string, content: string>>"
     if tt is TrainingType.CHAT:
-        return [cpb.Feature(name="messages", dtype=msgs)]
+        return [Feature("messages", msgs)]
     names = ["prompt", "completion"] if tt is TrainingType.SL else ["prompt", "chosen", "rejected"]
-    return [cpb.Feature(name=n, dtype="string") for n in names] + [
-        cpb.Feature(name="system", dtype="string"), cpb.Feature(name="history", dtype=msgs)]
+    return [Feature(n, "string") for n in names] + [Feature("system", "string"), Feature("history", msgs)]
 
 
 def features_of(schema: pa.Schema) -> list[tuple[str, str]]:
@@ -613,7 +662,7 @@ def features_of(schema: pa.Schema) -> list[tuple[str, str]]:
 class JobPool:
     """FERRY_IMPORT_WORKERS job threads, plus a scanner that claims queued and stalled imports (resume)."""
 
-    def __init__(self, catalog: Any, store: ObjectStore, hub: HubClient, workers: int,
+    def __init__(self, catalog: CatalogClient, store: ObjectStore, hub: HubClient, workers: int,
                  local_dirs: tuple[str, ...], scan_seconds: float = 10.0, part_size: int = PART_SIZE,
                  sealer: TokenSealer | None = None) -> None:
         self.catalog = catalog
@@ -670,7 +719,7 @@ class JobPool:
     def _work(self, job_id: str) -> None:
         try:
             try:
-                job = self.catalog.claim_job(self.worker_id, job_id)
+                job = self.catalog.claim_job(JobKind.IMPORT, self.worker_id, job_id)
             except FerryError as exc:
                 log.info("claim %s: %s", job_id or "(any)", exc)
                 job = None
@@ -692,7 +741,7 @@ class JobPool:
     def _claim_waiting(self) -> None:
         while not self.stopping.is_set() and self._slots.acquire(blocking=False):
             try:
-                job = self.catalog.claim_job(self.worker_id)
+                job = self.catalog.claim_job(JobKind.IMPORT, self.worker_id)
             except FerryError as exc:
                 log.debug("scan for waiting imports: %s", exc)
                 job = None
@@ -704,8 +753,8 @@ class JobPool:
                 self._threads.add(t)
             t.start()
 
-    def _run_job(self, job: cpb.Job) -> None:
-        if job.phase in (cpb.JOB_PHASE_COMPLETE, cpb.JOB_PHASE_ERROR, cpb.JOB_PHASE_CANCELLED):
+    def _run_job(self, job: Job) -> None:
+        if job.phase.terminal:
             return
         with self._lock:
             if job.id in self._running:
@@ -727,7 +776,7 @@ class JobPool:
                 self._running.discard(job.id)
                 self._tokens.pop(job.id, None)
 
-    def _run_claimed(self, job: cpb.Job) -> None:
+    def _run_claimed(self, job: Job) -> None:
         try:
             self._run_job(job)
         finally:

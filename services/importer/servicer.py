@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
+from ferry import wire
+from ferry.canonical import TrainingType
 from ferry.catalog.v1 import catalog_pb2 as cpb
 from ferry.importer.v1 import importer_pb2 as pb
 from ferry.importer.v1 import importer_pb2_grpc
-from services.importer.core import TERMINAL, ImporterCore
-from services.importer.jobs import TRAINING_TYPE_TO_PB
+from ferry.jobs import Job, Phase
+from services.importer.core import ImporterCore
 from services.importer.popular import categories
 
 SERVICE_NAME = "ferry.importer.v1.ImporterService"
@@ -37,8 +39,7 @@ def _str_list(v: Any) -> list[str]:
     return [str(v)]
 
 
-def progress_of(job: cpb.Job) -> pb.ImportProgress:
-    phase = cpb.JobPhase.Name(job.phase).removeprefix("JOB_PHASE_").lower()
+def progress_of(job: Job) -> pb.ImportProgress:
     name = ""
     if job.request_json:
         try:
@@ -46,13 +47,13 @@ def progress_of(job: cpb.Job) -> pb.ImportProgress:
         except ValueError:
             name = ""
     return pb.ImportProgress(
-        import_id=job.id, status=phase,
-        progress=100.0 if job.phase == cpb.JOB_PHASE_COMPLETE else float(job.progress.percent),
+        import_id=job.id, status=job.phase.status,
+        progress=100.0 if job.phase is Phase.COMPLETE else float(job.progress.percent),
         message=job.message, samples_processed=job.progress.rows_done, total_samples=job.progress.rows_total,
         bytes_downloaded=job.progress.bytes_done, bytes_total=job.progress.bytes_total,
-        dataset_id=job.dataset_id if job.phase == cpb.JOB_PHASE_COMPLETE else 0, error=job.error,
+        dataset_id=job.dataset_id if job.phase is Phase.COMPLETE else 0, error=job.error,
         rows_skipped=job.rows_skipped, skip_reasons=list(job.skip_reasons), dataset_name=name,
-        terminal=job.phase in TERMINAL,
+        terminal=job.phase.terminal,
     )
 
 
@@ -82,14 +83,15 @@ class ImporterServicer(importer_pb2_grpc.ImporterServiceServicer):
                              size_categories=_str_list(card.get("size_categories")),
                              languages=_str_list(card.get("language")),
                              pretty_name=str(card.get("pretty_name") or "")),
-            description=src.description, gated=src.gated, source_kind=cast(Any, src.kind), notes=info.notes,
+            description=src.description, gated=src.gated, source_kind=wire.source_kind_to_pb(src.kind), notes=info.notes,
             field_paths=info.field_paths,
         )
 
     def SuggestMapping(self, request: pb.SuggestMappingRequest, context: grpc.ServicerContext
                        ) -> pb.SuggestMappingResponse:
-        sugg, feats, config, split = self.core.suggest(request.dataset_name, request.training_type, request.config,
-                                                       request.split, request_token(context))
+        sugg, feats, config, split = self.core.suggest(
+            request.dataset_name, wire.training_type_from_pb(request.training_type), request.config, request.split,
+            request_token(context))
         return pb.SuggestMappingResponse(
             suggestions=[pb.MappingSuggestion(source_field=s.source_field, target_field=s.target_field,
                                               confidence=s.confidence, reason=s.reason) for s in sugg],
@@ -98,21 +100,20 @@ class ImporterServicer(importer_pb2_grpc.ImporterServiceServicer):
     def PreviewDataset(self, request: pb.PreviewDatasetRequest, context: grpc.ServicerContext
                        ) -> pb.PreviewDatasetResponse:
         p = self.core.preview(request.dataset_name, request.split, request.config, request.num_samples,
-                              dict(request.field_mappings), request.training_type, request_token(context))
+                              dict(request.field_mappings), wire.training_type_from_pb(request.training_type),
+                              request_token(context))
         dumps = lambda r: json.dumps(r, ensure_ascii=False, default=str)  # noqa: E731
         return pb.PreviewDatasetResponse(
             dataset_name=p.dataset_name, split=p.split, config=p.config,
             samples_json=[dumps(r) for r in p.samples], raw_samples_json=[dumps(r) for r in p.raw_samples],
             problems=[pb.RowProblems(index=i, problems=probs) for i, probs in p.problems],
             total_samples=p.total_samples, field_mappings=p.field_mappings, features=_features(p.features),
-            revision=p.revision,
-            training_type=(cpb.TRAINING_TYPE_UNSPECIFIED if p.training_type is None
-                           else TRAINING_TYPE_TO_PB[p.training_type]))
+            revision=p.revision, training_type=wire.training_type_to_pb(p.training_type))
 
     def StartImport(self, request: pb.StartImportRequest, context: grpc.ServicerContext) -> pb.StartImportResponse:
         job = self.core.start_import(request.dataset_name, list(request.splits), request.config,
-                                     request.training_type, dict(request.field_mappings), request.max_samples,
-                                     request.name, request.revision, request_token(context))
+                                     wire.training_type_from_pb(request.training_type), dict(request.field_mappings),
+                                     request.max_samples, request.name, request.revision, request_token(context))
         return pb.StartImportResponse(import_id=job.id, status=progress_of(job).status)
 
     def GetImportProgress(self, request: pb.GetImportProgressRequest, context: grpc.ServicerContext
@@ -123,7 +124,7 @@ class ImporterServicer(importer_pb2_grpc.ImporterServiceServicer):
                     ) -> Iterator[pb.WatchImportResponse]:
         for job in self.core.watch(request.import_id):
             yield pb.WatchImportResponse(progress=progress_of(job))
-            if job.phase in TERMINAL or not context.is_active():
+            if job.phase.terminal or not context.is_active():
                 return
 
     def CancelImport(self, request: pb.CancelImportRequest, context: grpc.ServicerContext
@@ -132,13 +133,11 @@ class ImporterServicer(importer_pb2_grpc.ImporterServiceServicer):
 
     def ListPopularDatasets(self, request: pb.ListPopularDatasetsRequest, context: grpc.ServicerContext
                             ) -> pb.ListPopularDatasetsResponse:
-        from ferry.canonical import TrainingType
-
         return pb.ListPopularDatasetsResponse(categories=[
             pb.PopularCategory(name=c.name, datasets=[
                 pb.PopularDataset(name=d.name, description=d.description, samples=d.samples,
                                   recommended=d.recommended, subset=d.subset,
-                                  training_type=TRAINING_TYPE_TO_PB[TrainingType(d.training_type)],
+                                  training_type=wire.training_type_to_pb(TrainingType(d.training_type)),
                                   splits=list(d.splits))
                 for d in c.datasets])
             for c in categories()])

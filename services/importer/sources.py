@@ -26,7 +26,7 @@ import yaml  # type: ignore[import-untyped]
 from datasets import DownloadConfig
 from datasets.data_files import FILES_TO_IGNORE, EmptyDatasetError, get_data_patterns
 
-from ferry.catalog.v1 import catalog_pb2
+from ferry.datasets import SourceKind
 from ferry.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.importer.hub import HubClient, Meter, RemoteFile
 
@@ -327,7 +327,7 @@ class LocalFile:
 class Source:
     """A resolved dataset source, pinned to one revision."""
 
-    kind: int  # catalog_pb2.SourceKind
+    kind: SourceKind
     repo_id: str  # hub id or local path
     revision: str
     layout: Layout
@@ -410,7 +410,7 @@ def resolve_hub(hub: HubClient, repo_id: str, revision: str, token: str | None) 
         f: RemoteFile = hub.open_file(repo_id, sha, path, sizes[path], tok, meter, gated)
         return f
 
-    return Source(kind=catalog_pb2.SOURCE_KIND_HUB, repo_id=repo_id, revision=sha, layout=layout, sizes=sizes,
+    return Source(kind=SourceKind.HUB, repo_id=repo_id, revision=sha, layout=layout, sizes=sizes,
                   card=card, description=meta.description or str(card.get("pretty_name") or ""), gated=meta.gated,
                   _opener=opener)
 
@@ -482,7 +482,7 @@ def resolve_local(name: str, allowed_dirs: tuple[str, ...]) -> Source:
             used.append("README.md")
         revision = _git_head(path) or content_hash(path, used)
         root = path
-        kind = catalog_pb2.SOURCE_KIND_LOCAL_DIR
+        kind = SourceKind.LOCAL_DIR
     else:
         fmt, _ = data_format(path.name)
         if not fmt:
@@ -495,7 +495,7 @@ def resolve_local(name: str, allowed_dirs: tuple[str, ...]) -> Source:
         revision = content_hash(path.parent, [path.name])
         root = path.parent
         card = {}
-        kind = catalog_pb2.SOURCE_KIND_LOCAL_FILES
+        kind = SourceKind.LOCAL_FILES
 
     def opener(rel: str, meter: Meter | None) -> SourceFile:
         return LocalFile(root / rel, rel, files[rel], meter)

@@ -1,18 +1,19 @@
-"""Wiring: config -> hub client, catalog client, object store, job pool, core, gRPC server."""
+"""Wiring shared by `python -m services.importer` and the test fixture: storage, hub client, catalog client, job
+pool, core, gRPC server."""
 
 from __future__ import annotations
 
 import ctypes
 import logging
-from dataclasses import dataclass
 
 import pyarrow as pa
 
+from ferry.catalog_client import CatalogClient
 from ferry.errors import FerryError
-from ferry.grpcserver import Registration, RunningServer, serve
+from ferry.grpcserver import Registration, serve
 from ferry.importer.v1 import importer_pb2_grpc
+from ferry.service import Service
 from ferry.storage import ObjectStore
-from services.importer.catalog_client import CatalogClient
 from services.importer.config import ImporterConfig
 from services.importer.core import ImporterCore
 from services.importer.hub import HubClient
@@ -21,20 +22,6 @@ from services.importer.servicer import SERVICE_NAME, ImporterServicer
 from services.importer.tokens import TokenSealer, parse_key
 
 log = logging.getLogger("ferry.importer")
-
-
-@dataclass
-class Importer:
-    server: RunningServer
-    core: ImporterCore
-    pool: JobPool
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def stop(self, grace: float = 2.0) -> None:
-        self.server.stop(grace)
 
 
 def _bound_allocators(arrow_pool: str) -> None:
@@ -47,11 +34,13 @@ def _bound_allocators(arrow_pool: str) -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
-def start(cfg: ImporterConfig, port: int | None = None) -> Importer:
-    """Start the importer's gRPC server and worker pool; the pool resumes waiting imports at once."""
+def start(cfg: ImporterConfig, store: ObjectStore | None = None, *, host: str | None = None,
+          port: int | None = None) -> Service[ImporterCore]:
+    """Start the importer's gRPC server and worker pool (which resumes waiting imports at once); `host`/`port`
+    override the configured ones."""
     _bound_allocators(cfg.arrow_pool)
     assert cfg.s3 is not None
-    store = ObjectStore(cfg.s3)
+    store = store or ObjectStore(cfg.s3)
     try:
         store.ensure_bucket()
     except FerryError as exc:
@@ -65,7 +54,7 @@ def start(cfg: ImporterConfig, port: int | None = None) -> Importer:
     core = ImporterCore(hub, catalog, pool, cfg.local_source_dirs)
     running = serve([Registration(importer_pb2_grpc.add_ImporterServiceServicer_to_server, ImporterServicer(core),
                                   SERVICE_NAME)], cfg.grpc_port if port is None else port,
-                    host=cfg.grpc.host, workers=cfg.grpc_workers, grace=cfg.shutdown_grace,
+                    host=cfg.grpc.host if host is None else host, workers=cfg.grpc_workers, grace=cfg.shutdown_grace,
                     reflection_enabled=cfg.grpc.reflection)
 
     def shutdown() -> None:
@@ -76,4 +65,4 @@ def start(cfg: ImporterConfig, port: int | None = None) -> Importer:
 
     running.on_stop.append(shutdown)
     pool.start()
-    return Importer(running, core, pool)
+    return Service(running, core)
