@@ -16,8 +16,8 @@ from ferry import wire
 from ferry.catalog.v1 import catalog_pb2 as pb
 from ferry.catalog.v1 import catalog_pb2_grpc
 from ferry.datasets import Dataset, DatasetRegistration
-from ferry.errors import from_rpc_error
 from ferry.jobs import Job, JobKind, JobPage, JobUpdate, Phase
+from ferry.rpcerrors import from_rpc_error
 
 
 class CatalogClient:

@@ -10,7 +10,7 @@ statuses to HTTP the way google/rpc/code.proto does.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 # The google.rpc.Code names a domain error can carry (grpc.StatusCode has the same names).
 Code = Literal["CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
@@ -92,13 +92,3 @@ class DataLoss(FerryError):
     """Stored data no longer matches its record (size or checksum): serving it would be silently wrong."""
 
     code = "DATA_LOSS"
-
-
-def from_rpc_error(err: Any, service: str) -> FerryError:
-    """Kept for the services' catalog clients until they call `ferry.rpcerrors.from_rpc_error` themselves.
-
-    The gRPC layer is imported here, at call time, so importing this module never imports grpc.
-    """
-    from ferry import rpcerrors
-
-    return rpcerrors.from_rpc_error(err, service)

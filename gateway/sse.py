@@ -17,7 +17,8 @@ import grpc
 from fastapi import HTTPException
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-TERMINAL = ("complete", "error", "cancelled")
+from ferry.jobs import TERMINAL_STATUSES
+
 KEEPALIVE_SECONDS = 15.0
 _END = object()
 
@@ -49,7 +50,7 @@ def watch_as_sse(call: Any, to_json: Callable[[Any], dict[str, Any]], what: str)
                     raise msg
                 body = to_json(msg)
                 yield _event(body)
-                if body.get("status") in TERMINAL:
+                if body.get("status") in TERMINAL_STATUSES:
                     return
                 msg = await inbox.get()
         except grpc.RpcError as exc:
@@ -106,7 +107,7 @@ async def follow_as_sse(call: Any, to_json: Callable[[Any], dict[str, Any]], wha
             while msg is not grpc.aio.EOF:
                 body = to_json(msg)
                 yield _event(body)
-                if body.get("status") in TERMINAL:
+                if body.get("status") in TERMINAL_STATUSES:
                     return
                 msg = await call.read()
         except grpc.RpcError as exc:

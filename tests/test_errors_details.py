@@ -157,9 +157,6 @@ def test_the_client_helper_names_an_unavailable_service(channel: grpc.Channel) -
             closed.unary_unary(f"/{SERVICE}/Unary")(b"", timeout=5)
     back = from_rpc_error(err.value, "catalog")
     assert type(back) is Unavailable and back.message.startswith("catalog service is unavailable: ")
-    # The old entry point in ferry.errors (still used by the services' catalog clients) is the same helper.
-    again = errors.from_rpc_error(_unary_error(channel, _spec(InvalidArgument, "bad", "page_token")), "catalog")
-    assert type(again) is InvalidArgument and (again.message, again.field) == ("bad", "page_token")
 
 
 def test_ferry_errors_does_not_import_grpc() -> None:

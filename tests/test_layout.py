@@ -20,7 +20,7 @@ GRPC_MODULES = {
     "ferry/grpcserver.py": "serving: error interceptor, health, reflection, graceful stop",
     "ferry/wire.py": "the protobuf <-> domain translation",
     "ferry/catalog_client.py": "the catalog's gRPC client",
-    "ferry/errors.py": "each domain error names the gRPC status it becomes",
+    "ferry/rpcerrors.py": "domain errors <-> gRPC statuses with google.rpc details",
     "ferry/stack.py": "`make run` waits for each service's gRPC health",
 }
 
