@@ -7,7 +7,7 @@ status from the catalog is re-raised as the ferry.errors class of its code (NOT_
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -66,22 +66,6 @@ class CatalogClient:
 
     def cancel_job(self, job_id: str) -> Job:
         return wire.job_from_pb(self._call("CancelJob", pb.CancelJobRequest(job_id=job_id)).job)
-
-    def watch_job(self, job_id: str) -> Generator[Job, None, None]:
-        """The job's current state, then each change until it ends; closing the iterator ends the watch.
-
-        A watch the catalog (or this client's channel closing) cancels raises ferry.errors.Cancelled.
-        """
-        stream = self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id))
-        try:
-            for resp in stream:
-                yield wire.job_from_pb(resp.job)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, "catalog") from None
-        finally:
-            stream.cancel()
-
-    # -- datasets -------------------------------------------------------------------------------------------------
 
     def reserve_dataset(self, import_job_id: str) -> tuple[int, str]:
         """The dataset id kept for an import (the same one again for the same job) and its object prefix."""

@@ -12,6 +12,7 @@ import json
 import random
 import struct
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -144,9 +145,14 @@ def test_writer_refuses_a_file_that_does_not_match_its_record(stored: bytes | No
 def _export(exporter: Any, dataset_id: int, fmt: str, name: str, **kw: Any) -> pb.Export:
     resp = exporter.stub.StartExport(pb.StartExportRequest(dataset_id=dataset_id, format=fmt, output_filename=name,
                                                            **kw))
-    states = list(exporter.stub.WatchExport(pb.WatchExportRequest(export_id=resp.export_id), timeout=120))
-    export: pb.Export = states[-1].export
-    assert export.status == pb.EXPORT_STATUS_COMPLETE, export
+    deadline = time.monotonic() + 120
+    while True:
+        export: pb.Export = exporter.stub.GetExport(pb.GetExportRequest(export_id=resp.export.job.id)).export
+        if export.job.phase in (cpb.JOB_PHASE_COMPLETE, cpb.JOB_PHASE_ERROR, cpb.JOB_PHASE_CANCELLED):
+            break
+        assert time.monotonic() < deadline, export
+        time.sleep(0.05)
+    assert export.job.phase == cpb.JOB_PHASE_COMPLETE, export
     return export
 
 
@@ -166,17 +172,17 @@ def _file(exporter: Any, export_id: str, name: str) -> bytes:
 def _check_archive(exporter: Any, export: pb.Export, chunk_bytes: int = 0) -> tuple[zipfile.ZipFile, int]:
     """Header and entries against the export's files and DownloadFile; the zip and its message count."""
     name = export.output_filename
-    header, data, messages = _archive(exporter, export.export_id, chunk_bytes)
+    header, data, messages = _archive(exporter, export.job.id, chunk_bytes)
     assert header.name == f"{name}.zip"
-    assert [(f.name, f.size, f.sha256) for f in header.files] == [(f.name, f.size, f.sha256) for f in export.files]
-    assert header.file_count == len(export.files) and header.uncompressed_size == sum(f.size for f in export.files)
+    assert [(f.name, f.size, f.sha256) for f in header.files] == [(f.name, f.size, f.sha256) for f in export.job.files]
+    assert header.file_count == len(export.job.files) and header.uncompressed_size == sum(f.size for f in export.job.files)
     zf = zipfile.ZipFile(io.BytesIO(data))
     assert zf.testzip() is None
-    assert zf.namelist() == [entry_path(name, f.name) for f in export.files]
+    assert zf.namelist() == [entry_path(name, f.name) for f in export.job.files]
     assert all(n.startswith(f"{name}/") for n in zf.namelist())
-    for f in export.files:
+    for f in export.job.files:
         got = zf.read(entry_path(name, f.name))
-        assert got == _file(exporter, export.export_id, f.name)
+        assert got == _file(exporter, export.job.id, f.name)
         assert hashlib.sha256(got).hexdigest() == f.sha256 and len(got) == f.size
     return zf, messages
 
@@ -193,7 +199,7 @@ def test_huggingface_archive_matches_the_files_and_loads(catalog_server: Any, ex
     splits = {"train": _numbered(300, "tr") + SAMPLE_ROWS["SL"], "test": _numbered(40, "te")}
     ds = put_dataset(catalog_server, splits, training_type=cpb.TRAINING_TYPE_SL)
     export = _export(exporter_server, ds.id, "huggingface", "my_dataset")
-    assert {f.name for f in export.files} == {"my_dataset/train.jsonl", "my_dataset/test.jsonl",
+    assert {f.name for f in export.job.files} == {"my_dataset/train.jsonl", "my_dataset/test.jsonl",
                                               "my_dataset/dataset_info.json", "my_dataset/README.md",
                                               "my_dataset/push_to_hub.py"}
     zf, messages = _check_archive(exporter_server, export, chunk_bytes=1024)
@@ -212,7 +218,7 @@ def test_huggingface_archive_matches_the_files_and_loads(catalog_server: Any, ex
 def test_openai_split_archive_holds_every_file(catalog_server: Any, exporter_server: Any) -> None:
     ds = put_dataset(catalog_server, {"train": _numbered(50, "q")}, training_type=cpb.TRAINING_TYPE_SL)
     export = _export(exporter_server, ds.id, "openai", "tuned", train_split=0.8)
-    assert [f.name for f in export.files] == ["tuned_train.jsonl", "tuned_validation.jsonl",
+    assert [f.name for f in export.job.files] == ["tuned_train.jsonl", "tuned_validation.jsonl",
                                               "tuned.validation.json", "tuned.validation.txt"]
     zf, _ = _check_archive(exporter_server, export)
     assert zf.namelist() == ["tuned/tuned_train.jsonl", "tuned/tuned_validation.jsonl",
@@ -244,7 +250,7 @@ def test_archive_errors(catalog_server: Any, exporter_server: Any) -> None:
         kind=cpb.JOB_KIND_EXPORT, request_json=json.dumps(req.to_json()), dataset_id=ds.id)).job
     err = error(job.id)
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "queued" in err.details() and job.id in err.details()
-    assert stub.CancelExport(pb.CancelExportRequest(export_id=job.id)).export.status == pb.EXPORT_STATUS_CANCELLED
+    assert stub.CancelExport(pb.CancelExportRequest(export_id=job.id)).export.job.phase == cpb.JOB_PHASE_CANCELLED
     err = error(job.id)
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "cancelled" in err.details()
 
@@ -252,14 +258,14 @@ def test_archive_errors(catalog_server: Any, exporter_server: Any) -> None:
 def test_tampered_file_ends_the_archive_with_data_loss(catalog_server: Any, exporter_server: Any) -> None:
     ds = put_dataset(catalog_server, {"train": _numbered(60, "q")}, training_type=cpb.TRAINING_TYPE_SL)
     export = _export(exporter_server, ds.id, "langchain", "lc", train_split=0.8)
-    assert [f.name for f in export.files] == ["lc_train.jsonl", "lc_validation.jsonl"]
-    victim = export.files[1]
+    assert [f.name for f in export.job.files] == ["lc_train.jsonl", "lc_validation.jsonl"]
+    victim = export.job.files[1]
     original = catalog_server.store.get_bytes(victim.object_key)
 
     def data_loss() -> str:
         got: list[pb.DownloadArchiveResponse] = []
         with pytest.raises(grpc.RpcError) as err:
-            for msg in exporter_server.stub.DownloadArchive(pb.DownloadArchiveRequest(export_id=export.export_id,
+            for msg in exporter_server.stub.DownloadArchive(pb.DownloadArchiveRequest(export_id=export.job.id,
                                                                                       chunk_bytes=1024), timeout=30):
                 got.append(msg)
         assert err.value.code() == grpc.StatusCode.DATA_LOSS, err.value
@@ -284,7 +290,7 @@ def test_cancelled_download_stops_reading_the_store(catalog_server: Any, exporte
     rows = [{"prompt": _text(2000, seed=i).decode(), "completion": "ok"} for i in range(500)]  # ~1 MB
     ds = put_dataset(catalog_server, {"train": rows}, training_type=cpb.TRAINING_TYPE_SL)
     export = _export(exporter_server, ds.id, "csv", "big")
-    ranges = -(-export.files[0].size // (64 * 1024))
+    ranges = -(-export.job.files[0].size // (64 * 1024))
     assert ranges > 10
     core = exporter_server.core
     store, reads, release, closed = core.store, [], threading.Event(), threading.Event()
@@ -316,7 +322,7 @@ def test_cancelled_download_stops_reading_the_store(catalog_server: Any, exporte
 
     monkeypatch.setattr(core, "store", SlowStore())
     monkeypatch.setattr(core, "archive", watched_archive)
-    call = exporter_server.stub.DownloadArchive(pb.DownloadArchiveRequest(export_id=export.export_id,
+    call = exporter_server.stub.DownloadArchive(pb.DownloadArchiveRequest(export_id=export.job.id,
                                                                           chunk_bytes=1024), timeout=30)
     assert next(call).WhichOneof("payload") == "archive"
     assert next(call).WhichOneof("payload") == "data"

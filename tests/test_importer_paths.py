@@ -19,11 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ferry import wire
 from ferry.canonical import TrainingType
 from ferry.catalog.v1 import catalog_pb2 as cpb
 from ferry.errors import FailedPrecondition, InvalidArgument
 from ferry.importer.v1 import importer_pb2 as pb
 from ferry.importer.v1 import importer_pb2_grpc
+from ferry.jobs import Job
 from services.importer import reader
 from services.importer.convert import RowMapper
 from services.importer.core import effective_training_type
@@ -393,11 +395,11 @@ class Grpc:
     catalog: RunningCatalog
     hub: StubHub
 
-    def wait(self, import_id: str, timeout: float = 60.0) -> pb.ImportProgress:
+    def wait(self, import_id: str, timeout: float = 60.0) -> Job:
         deadline = time.monotonic() + timeout
         while True:
-            p = self.stub.GetImportProgress(pb.GetImportProgressRequest(import_id=import_id)).progress
-            if p.terminal:
+            p = wire.job_from_pb(self.stub.GetImportProgress(pb.GetImportProgressRequest(import_id=import_id)).job)
+            if p.phase.terminal:
                 return p
             assert time.monotonic() < deadline, f"import {import_id} did not finish: {p}"
             time.sleep(0.05)
@@ -479,8 +481,8 @@ def test_import_with_paths_and_no_type_stores_the_nested_values(importer: Grpc) 
     started = importer.stub.StartImport(pb.StartImportRequest(dataset_name=AGENT_TRACES_REPO,
                                                               field_mappings=SL_PATHS))
     done = importer.wait(started.import_id)
-    assert done.status == "complete", done
-    assert done.rows_skipped == 0 and done.samples_processed == sum(AGENT_TRACES_SPLITS.values())
+    assert done.phase.status == "complete", done
+    assert done.rows_skipped == 0 and done.progress.rows_done == sum(AGENT_TRACES_SPLITS.values())
     ds = importer.catalog.stub.GetDataset(cpb.GetDatasetRequest(dataset_id=done.dataset_id)).dataset
     assert ds.training_type == cpb.TRAINING_TYPE_SL and dict(ds.field_mappings) == SL_PATHS
     assert [s.name for s in ds.splits] == ["train", "test"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -18,29 +19,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
+from ferry import wire
 from ferry.exporter.v1 import exporter_pb2 as pb
-from ferry.jobs import TERMINAL_STATUSES
+from ferry.jobs import Job, JobKind, Phase
 from ferry.media import content_type
 from gateway import limits as lim
 from gateway import waits
 from gateway.errors import error_docs
 from gateway.limits import DatasetIdPath, JobIdPath, short
 from gateway.routes.catalog import training_type_out
-from gateway.sse import watch_as_sse
 
 router = APIRouter(tags=["exporter"])
 
 TIMEOUT = 60.0
 FileName = Annotated[str, Path(max_length=lim.MAX_FILENAME + 100, description="An exported file's name")]
-STATUS = {pb.EXPORT_STATUS_QUEUED: "queued", pb.EXPORT_STATUS_EXPORTING: "exporting",
-          pb.EXPORT_STATUS_SAVING: "saving", pb.EXPORT_STATUS_COMPLETE: "complete",
-          pb.EXPORT_STATUS_ERROR: "error", pb.EXPORT_STATUS_CANCELLED: "cancelled"}
-
-
-def _ended(e: pb.Export) -> bool:
-    return STATUS.get(e.status, "queued") in TERMINAL_STATUSES
-
-
 def _stub(request: Request) -> Any:
     return request.app.state.clients.exporter
 
@@ -50,26 +42,35 @@ def file_url(export_id: str, name: str) -> str:
 
 
 def export_json(e: pb.Export) -> dict[str, Any]:
-    p = e.progress
+    """An export as REST shows it, from the exporter's view (format, output name) and its catalog job."""
+    return _export_json(e, wire.job_from_pb(e.job))
+
+
+def _export_json(e: pb.Export, job: Job) -> dict[str, Any]:
+    p = job.progress
     return {
-        "export_id": e.export_id,
-        "dataset_id": e.dataset_id,
+        "export_id": job.id,
+        "dataset_id": job.dataset_id,
         "format": e.format,
         "output_filename": e.output_filename,
-        "status": STATUS.get(e.status, "queued"),
+        "status": job.phase.status,
         "progress": round(p.percent, 2),
         "progress_detail": {"rows_done": p.rows_done, "rows_total": p.rows_total, "bytes_done": p.bytes_done,
                             "bytes_total": p.bytes_total, "rows_per_second": round(p.rows_per_second, 1),
                             "bytes_per_second": round(p.bytes_per_second, 1), "percent": round(p.percent, 2)},
-        "message": e.message,
-        "error": e.error or None,
+        "message": job.message,
+        "error": job.error or None,
         # `url` streams the file through the gateway; `url + "/presigned"` answers an object-store URL.
-        "files": [{"name": f.name, "size": f.size, "sha256": f.sha256, "url": file_url(e.export_id, f.name)}
-                  for f in e.files],
-        "cancel_requested": e.cancel_requested,
-        "created_at": e.created_at or None,
-        "finished_at": e.finished_at or None,
+        "files": [{"name": f.name, "size": f.size, "sha256": f.sha256, "url": file_url(job.id, f.name)}
+                  for f in job.files],
+        "cancel_requested": job.cancel_requested,
+        "created_at": _iso(job.created_at),
+        "finished_at": _iso(job.finished_at),
     }
+
+
+def _iso(seconds: float | None) -> str | None:
+    return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else None
 
 
 def _params(raw: dict[str, Any] | None) -> dict[str, str]:
@@ -134,7 +135,7 @@ def _export_request(dataset_id: int, format: str, output_filename: str, system_m
 def _start(request: Request, req: pb.StartExportRequest) -> dict[str, Any]:
     r = _stub(request).StartExport(req, timeout=TIMEOUT)
     body = export_json(r.export)
-    return {"export_id": r.export_id, "status": STATUS.get(r.status, "queued"), "export": body}
+    return {"export_id": body["export_id"], "status": body["status"], "export": body}
 
 
 @router.get("/api/export/formats")
@@ -182,10 +183,11 @@ def cancel_export(request: Request, export_id: JobIdPath) -> dict[str, Any]:
 
 
 @router.get("/api/exports/{export_id}/events")
-def export_events(request: Request, export_id: JobIdPath) -> Response:
+async def export_events(request: Request, export_id: JobIdPath) -> Response:
     """Server-Sent Events: one `data: {json}` per change, ending after a terminal status."""
-    call = _stub(request).WatchExport(pb.WatchExportRequest(export_id=export_id))
-    return watch_as_sse(call, lambda msg: export_json(msg.export), f"export {export_id}")
+    view = (await run_in_threadpool(_stub(request).GetExport, pb.GetExportRequest(export_id=export_id),
+                                    timeout=TIMEOUT)).export
+    return await waits.events(request, JobKind.EXPORT, export_id, lambda job: _export_json(view, job))
 
 
 @router.get("/api/exports/{export_id}/files/{name:path}/presigned")
@@ -229,20 +231,18 @@ async def export_download(
                           train_split, extra)
     stub = _stub(request)
     started = await run_in_threadpool(stub.StartExport, req, timeout=TIMEOUT)
-    export_id = started.export_id
+    export_id = started.export.job.id
     wait = float(request.app.state.config.export_wait_seconds)
-    call = stub.WatchExport(pb.WatchExportRequest(export_id=export_id), timeout=wait)
-    last = await waits.last_within(request, "export", call, lambda m: _ended(m.export))
-    export = last.export if last is not None else None
-    if export is None or not _ended(export):
+    job = await waits.last_state(request, JobKind.EXPORT, export_id, wait)
+    if job is None or not job.phase.terminal:
         raise HTTPException(status_code=504, detail=f"export {export_id} is still running after {wait:.0f} s; "
                             f"follow GET /api/exports/{export_id} and download its files from there")
-    if export.status == pb.EXPORT_STATUS_ERROR:
-        raise HTTPException(status_code=422, detail=f"export {export_id} failed: {export.error or export.message}")
-    if export.status == pb.EXPORT_STATUS_CANCELLED:
+    if job.phase is Phase.ERROR:
+        raise HTTPException(status_code=422, detail=f"export {export_id} failed: {job.error or job.message}")
+    if job.phase is Phase.CANCELLED:
         raise HTTPException(status_code=409, detail=f"export {export_id} was cancelled")
-    if len(export.files) == 1 and "/" not in export.files[0].name:  # a folder's files (huggingface) go zipped
-        return await run_in_threadpool(download_file, request, export_id, export.files[0].name)
+    if len(job.files) == 1 and "/" not in job.files[0].name:  # a folder's files (huggingface) go zipped
+        return await run_in_threadpool(download_file, request, export_id, job.files[0].name)
     archive = stub.DownloadArchive(pb.DownloadArchiveRequest(export_id=export_id))
     header = (await run_in_threadpool(_first, archive, "archive")).archive
     return _attachment(_rest(archive), header.name, {"X-Export-Id": export_id})

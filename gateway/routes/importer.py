@@ -17,9 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
+from ferry import wire
 from ferry.canonical import TrainingType
 from ferry.catalog.v1 import catalog_pb2 as cpb
 from ferry.importer.v1 import importer_pb2 as pb
+from ferry.jobs import Job, JobKind, Phase
 from gateway import limits as lim
 from gateway import waits
 from gateway.errors import error_docs
@@ -31,7 +33,6 @@ from gateway.routes.catalog import (
     training_type_out,
     training_type_pb,
 )
-from gateway.sse import watch_as_sse
 
 router = APIRouter(tags=["importer"], responses=error_docs(403))
 
@@ -57,22 +58,32 @@ def _features(fs: Any) -> list[dict[str, str]]:
     return [{"name": f.name, "dtype": f.dtype} for f in fs]
 
 
-def progress_json(p: pb.ImportProgress) -> dict[str, Any]:
+def progress_json(job: Job) -> dict[str, Any]:
+    """An import's progress as REST shows it (the seeds' shape), from its catalog job."""
+    p, complete = job.progress, job.phase is Phase.COMPLETE
     return {
-        "import_id": p.import_id,
-        "status": p.status,
-        "progress": round(p.progress, 2),
-        "message": p.message,
-        "samples_processed": p.samples_processed,
-        "total_samples": p.total_samples,
-        "bytes_downloaded": p.bytes_downloaded,
+        "import_id": job.id,
+        "status": job.phase.status,
+        "progress": 100.0 if complete else round(p.percent, 2),
+        "message": job.message,
+        "samples_processed": p.rows_done,
+        "total_samples": p.rows_total,
+        "bytes_downloaded": p.bytes_done,
         "bytes_total": p.bytes_total,
-        "dataset_id": p.dataset_id or None,
-        "error": p.error or None,
-        "rows_skipped": p.rows_skipped,
-        "skip_reasons": list(p.skip_reasons),
-        "dataset_name": p.dataset_name,
+        "dataset_id": (job.dataset_id or None) if complete else None,
+        "error": job.error or None,
+        "rows_skipped": job.rows_skipped,
+        "skip_reasons": list(job.skip_reasons),
+        "dataset_name": _dataset_name(job),
     }
+
+
+def _dataset_name(job: Job) -> str:
+    """The repo id or path the import reads, as its stored request names it."""
+    try:
+        return str(json.loads(job.request_json).get("dataset_name", "")) if job.request_json else ""
+    except (ValueError, AttributeError):
+        return ""
 
 
 # -- request bodies ----------------------------------------------------------------------------------------------
@@ -340,46 +351,45 @@ async def start_import(request: Request, body: ImportIn, x_hf_token: HfToken = N
     r = await run_in_threadpool(stub.StartImport, req, metadata=_md(x_hf_token), timeout=TIMEOUT)
     wait = request.app.state.config.import_wait_seconds if body.wait_seconds is None else body.wait_seconds
     last = None
-    if wait > 0 and waits.limiter(request, "import").available_tokens >= 1:
-        call = stub.WatchImport(pb.WatchImportRequest(import_id=r.import_id), timeout=float(wait))
-        last = await waits.last_within(request, "import", call, lambda m: m.progress.terminal)
-    if last is None or not last.progress.terminal:
-        return JSONResponse(status_code=202, content={"import_id": r.import_id, "status": r.status,
+    if wait > 0 and waits.limiter(request, JobKind.IMPORT.value).available_tokens >= 1:
+        last = await waits.last_state(request, JobKind.IMPORT, r.import_id, float(wait))
+    if last is None or not last.phase.terminal:
+        job = last or wire.job_from_pb(r.job)
+        return JSONResponse(status_code=202, content={"import_id": r.import_id, "status": job.phase.status,
                                                       "dataset_id": None, "dataset": None})
-    return await _ended_import(request, last.progress)
+    return await _ended_import(request, last)
 
 
-async def _ended_import(request: Request, p: pb.ImportProgress) -> JSONResponse:
+async def _ended_import(request: Request, job: Job) -> JSONResponse:
     """The answer for an import that ended while the request waited: its dataset, or why it has none."""
-    answer: dict[str, Any] = {**progress_json(p), "dataset": None}
-    if p.status == "complete":
+    answer: dict[str, Any] = {**progress_json(job), "dataset": None}
+    if job.phase is Phase.COMPLETE:
         ds = await run_in_threadpool(request.app.state.clients.catalog.GetDataset,
-                                     cpb.GetDatasetRequest(dataset_id=p.dataset_id), timeout=TIMEOUT)
+                                     cpb.GetDatasetRequest(dataset_id=job.dataset_id), timeout=TIMEOUT)
         return JSONResponse(status_code=200, content={**answer, "dataset": dataset_json(ds.dataset)})
-    if p.status == "cancelled":
+    if job.phase is Phase.CANCELLED:
         return JSONResponse(status_code=409, content={**answer, "code": "ABORTED",
-                                                      "detail": f"import {p.import_id} was cancelled"})
+                                                      "detail": f"import {job.id} was cancelled"})
     return JSONResponse(status_code=422, content={**answer, "code": "FAILED_PRECONDITION",
-                                                  "detail": f"import {p.import_id} failed: {p.error or p.message}"})
+                                                  "detail": f"import {job.id} failed: {job.error or job.message}"})
 
 
 @router.get("/api/huggingface/import-progress/{import_id}")
 def import_progress(request: Request, import_id: JobIdPath) -> dict[str, Any]:
     r = _stub(request).GetImportProgress(pb.GetImportProgressRequest(import_id=import_id), timeout=TIMEOUT)
-    return progress_json(r.progress)
+    return progress_json(wire.job_from_pb(r.job))
 
 
 @router.get("/api/huggingface/import-progress/{import_id}/events")
-def import_events(request: Request, import_id: JobIdPath) -> Response:
+async def import_events(request: Request, import_id: JobIdPath) -> Response:
     """Server-Sent Events: one `data: {json}` per change, ending after a terminal status."""
-    call = _stub(request).WatchImport(pb.WatchImportRequest(import_id=import_id))
-    return watch_as_sse(call, lambda msg: progress_json(msg.progress), f"import {import_id}")
+    return await waits.events(request, JobKind.IMPORT, import_id, progress_json)
 
 
 @router.post("/api/huggingface/import/{import_id}/cancel")
 def cancel_import(request: Request, import_id: JobIdPath) -> dict[str, Any]:
     r = _stub(request).CancelImport(pb.CancelImportRequest(import_id=import_id), timeout=TIMEOUT)
-    return progress_json(r.progress)
+    return progress_json(wire.job_from_pb(r.job))
 
 
 @router.get("/api/huggingface/popular")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry.catalog_client import CatalogClient
-from ferry.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
+from ferry.errors import FailedPrecondition, InvalidArgument, NotFound
 from ferry.jobs import Job, JobFile, JobKind, Phase
 from ferry.storage import ObjectStore
 from services.exporter.archive import CHUNK_BYTES, EPOCH, Member, entry_path, zip_stream
@@ -101,19 +101,6 @@ class ExporterCore:
     def list(self, page_size: int, page_token: str) -> tuple[list[ExportView], str]:
         page = self.catalog.list_jobs(JobKind.EXPORT, page_size=page_size or 50, page_token=page_token)
         return [self._view(j) for j in page.jobs], page.next_page_token
-
-    def watch(self, export_id: str, is_active: Callable[[], bool]) -> Iterator[ExportView]:
-        self.get(export_id)
-        stream = self.catalog.watch_job(export_id)
-        try:
-            for job in stream:
-                if not is_active():
-                    break
-                yield self._view(job)
-        except Cancelled:
-            pass  # the watch was cancelled (the catalog or this exporter stopping): the stream just ends
-        finally:
-            stream.close()
 
     def cancel(self, export_id: str) -> ExportView:
         self.get(export_id)

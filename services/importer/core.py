@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -265,10 +264,6 @@ class ImporterCore:
         if job.kind is not JobKind.IMPORT:
             raise NotFound(f"import {import_id} not found", field="import_id")
         return job
-
-    def watch(self, import_id: str) -> Iterator[Job]:
-        self.get_job(import_id)
-        yield from self.catalog.watch_job(import_id)
 
     def cancel(self, import_id: str) -> Job:
         self.get_job(import_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -13,7 +12,6 @@ from ferry.canonical import TrainingType
 from ferry.catalog.v1 import catalog_pb2 as cpb
 from ferry.importer.v1 import importer_pb2 as pb
 from ferry.importer.v1 import importer_pb2_grpc
-from ferry.jobs import Job, Phase
 from services.importer.core import ImporterCore
 from services.importer.popular import categories
 
@@ -37,24 +35,6 @@ def _str_list(v: Any) -> list[str]:
     if isinstance(v, list | tuple):
         return [str(x) for x in v]
     return [str(v)]
-
-
-def progress_of(job: Job) -> pb.ImportProgress:
-    name = ""
-    if job.request_json:
-        try:
-            name = json.loads(job.request_json).get("dataset_name", "")
-        except ValueError:
-            name = ""
-    return pb.ImportProgress(
-        import_id=job.id, status=job.phase.status,
-        progress=100.0 if job.phase is Phase.COMPLETE else float(job.progress.percent),
-        message=job.message, samples_processed=job.progress.rows_done, total_samples=job.progress.rows_total,
-        bytes_downloaded=job.progress.bytes_done, bytes_total=job.progress.bytes_total,
-        dataset_id=job.dataset_id if job.phase is Phase.COMPLETE else 0, error=job.error,
-        rows_skipped=job.rows_skipped, skip_reasons=list(job.skip_reasons), dataset_name=name,
-        terminal=job.phase.terminal,
-    )
 
 
 class ImporterServicer(importer_pb2_grpc.ImporterServiceServicer):
@@ -114,22 +94,15 @@ class ImporterServicer(importer_pb2_grpc.ImporterServiceServicer):
         job = self.core.start_import(request.dataset_name, list(request.splits), request.config,
                                      wire.training_type_from_pb(request.training_type), dict(request.field_mappings),
                                      request.max_samples, request.name, request.revision, request_token(context))
-        return pb.StartImportResponse(import_id=job.id, status=progress_of(job).status)
+        return pb.StartImportResponse(import_id=job.id, job=wire.job_to_pb(job))
 
     def GetImportProgress(self, request: pb.GetImportProgressRequest, context: grpc.ServicerContext
                           ) -> pb.GetImportProgressResponse:
-        return pb.GetImportProgressResponse(progress=progress_of(self.core.get_job(request.import_id)))
-
-    def WatchImport(self, request: pb.WatchImportRequest, context: grpc.ServicerContext
-                    ) -> Iterator[pb.WatchImportResponse]:
-        for job in self.core.watch(request.import_id):
-            yield pb.WatchImportResponse(progress=progress_of(job))
-            if job.phase.terminal or not context.is_active():
-                return
+        return pb.GetImportProgressResponse(job=wire.job_to_pb(self.core.get_job(request.import_id)))
 
     def CancelImport(self, request: pb.CancelImportRequest, context: grpc.ServicerContext
                      ) -> pb.CancelImportResponse:
-        return pb.CancelImportResponse(progress=progress_of(self.core.cancel(request.import_id)))
+        return pb.CancelImportResponse(job=wire.job_to_pb(self.core.cancel(request.import_id)))
 
     def ListPopularDatasets(self, request: pb.ListPopularDatasetsRequest, context: grpc.ServicerContext
                             ) -> pb.ListPopularDatasetsResponse:

@@ -13,7 +13,6 @@ from ferry.catalog.v1 import catalog_pb2 as _catalog_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -24,35 +23,6 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class _ExportStatus:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _ExportStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExportStatus.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    EXPORT_STATUS_UNSPECIFIED: _ExportStatus.ValueType  # 0
-    EXPORT_STATUS_QUEUED: _ExportStatus.ValueType  # 1
-    EXPORT_STATUS_EXPORTING: _ExportStatus.ValueType  # 2
-    EXPORT_STATUS_SAVING: _ExportStatus.ValueType  # 3
-    """Files are written; moving them from staging to their final keys."""
-    EXPORT_STATUS_COMPLETE: _ExportStatus.ValueType  # 4
-    """Terminal statuses."""
-    EXPORT_STATUS_ERROR: _ExportStatus.ValueType  # 5
-    EXPORT_STATUS_CANCELLED: _ExportStatus.ValueType  # 6
-
-class ExportStatus(_ExportStatus, metaclass=_ExportStatusEnumTypeWrapper): ...
-
-EXPORT_STATUS_UNSPECIFIED: ExportStatus.ValueType  # 0
-EXPORT_STATUS_QUEUED: ExportStatus.ValueType  # 1
-EXPORT_STATUS_EXPORTING: ExportStatus.ValueType  # 2
-EXPORT_STATUS_SAVING: ExportStatus.ValueType  # 3
-"""Files are written; moving them from staging to their final keys."""
-EXPORT_STATUS_COMPLETE: ExportStatus.ValueType  # 4
-"""Terminal statuses."""
-EXPORT_STATUS_ERROR: ExportStatus.ValueType  # 5
-EXPORT_STATUS_CANCELLED: ExportStatus.ValueType  # 6
-Global___ExportStatus: _TypeAlias = ExportStatus  # noqa: Y015
 
 @_typing.final
 class FormatParam(_message.Message):
@@ -168,126 +138,30 @@ class ListFormatsResponse(_message.Message):
 Global___ListFormatsResponse: _TypeAlias = ListFormatsResponse  # noqa: Y015
 
 @_typing.final
-class ExportProgress(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ROWS_DONE_FIELD_NUMBER: _builtins.int
-    ROWS_TOTAL_FIELD_NUMBER: _builtins.int
-    BYTES_DONE_FIELD_NUMBER: _builtins.int
-    BYTES_TOTAL_FIELD_NUMBER: _builtins.int
-    ROWS_PER_SECOND_FIELD_NUMBER: _builtins.int
-    BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
-    PERCENT_FIELD_NUMBER: _builtins.int
-    rows_done: _builtins.int
-    rows_total: _builtins.int
-    """0 when unknown."""
-    bytes_done: _builtins.int
-    bytes_total: _builtins.int
-    rows_per_second: _builtins.float
-    bytes_per_second: _builtins.float
-    percent: _builtins.float
-    """0-100."""
-    def __init__(
-        self,
-        *,
-        rows_done: _builtins.int = ...,
-        rows_total: _builtins.int = ...,
-        bytes_done: _builtins.int = ...,
-        bytes_total: _builtins.int = ...,
-        rows_per_second: _builtins.float = ...,
-        bytes_per_second: _builtins.float = ...,
-        percent: _builtins.float = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "bytes_per_second", b"bytes_per_second", "bytes_total", b"bytes_total", "percent", b"percent", "rows_done", b"rows_done", "rows_per_second", b"rows_per_second", "rows_total", b"rows_total"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ExportProgress: _TypeAlias = ExportProgress  # noqa: Y015
-
-@_typing.final
-class ExportFile(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    SIZE_FIELD_NUMBER: _builtins.int
-    SHA256_FIELD_NUMBER: _builtins.int
-    OBJECT_KEY_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    """File name relative to the export, e.g. "mydata.jsonl" or "mydata/train.jsonl"."""
-    size: _builtins.int
-    sha256: _builtins.str
-    object_key: _builtins.str
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-        size: _builtins.int = ...,
-        sha256: _builtins.str = ...,
-        object_key: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "object_key", b"object_key", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ExportFile: _TypeAlias = ExportFile  # noqa: Y015
-
-@_typing.final
 class Export(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    EXPORT_ID_FIELD_NUMBER: _builtins.int
-    DATASET_ID_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     OUTPUT_FILENAME_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
-    PROGRESS_FIELD_NUMBER: _builtins.int
-    MESSAGE_FIELD_NUMBER: _builtins.int
-    ERROR_FIELD_NUMBER: _builtins.int
-    FILES_FIELD_NUMBER: _builtins.int
-    CREATED_AT_FIELD_NUMBER: _builtins.int
-    FINISHED_AT_FIELD_NUMBER: _builtins.int
-    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
-    export_id: _builtins.str
-    dataset_id: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     format: _builtins.str
     output_filename: _builtins.str
-    status: Global___ExportStatus.ValueType
-    message: _builtins.str
-    error: _builtins.str
-    """Set when status is ERROR: what failed."""
-    created_at: _builtins.str
-    """RFC 3339 timestamps; empty when not reached."""
-    finished_at: _builtins.str
-    cancel_requested: _builtins.bool
     @_builtins.property
-    def progress(self) -> Global___ExportProgress: ...
-    @_builtins.property
-    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExportFile]:
-        """Filled only when status is COMPLETE."""
+    def job(self) -> _catalog_pb2.Job:
+        """The export's job: id (the export id), phase, progress, message, error, timestamps,
+        the dataset it reads, and its files (listed only once the phase is COMPLETE).
+        """
 
     def __init__(
         self,
         *,
-        export_id: _builtins.str = ...,
-        dataset_id: _builtins.int = ...,
         format: _builtins.str = ...,
         output_filename: _builtins.str = ...,
-        status: Global___ExportStatus.ValueType = ...,
-        progress: Global___ExportProgress | None = ...,
-        message: _builtins.str = ...,
-        error: _builtins.str = ...,
-        files: _abc.Iterable[Global___ExportFile] | None = ...,
-        created_at: _builtins.str = ...,
-        finished_at: _builtins.str = ...,
-        cancel_requested: _builtins.bool = ...,
+        job: _catalog_pb2.Job | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "created_at", b"created_at", "dataset_id", b"dataset_id", "error", b"error", "export_id", b"export_id", "files", b"files", "finished_at", b"finished_at", "format", b"format", "message", b"message", "output_filename", b"output_filename", "progress", b"progress", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "job", b"job", "output_filename", b"output_filename"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -365,23 +239,17 @@ Global___StartExportRequest: _TypeAlias = StartExportRequest  # noqa: Y015
 class StartExportResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    EXPORT_ID_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
     EXPORT_FIELD_NUMBER: _builtins.int
-    export_id: _builtins.str
-    status: Global___ExportStatus.ValueType
     @_builtins.property
     def export(self) -> Global___Export: ...
     def __init__(
         self,
         *,
-        export_id: _builtins.str = ...,
-        status: Global___ExportStatus.ValueType = ...,
         export: Global___Export | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["export", b"export"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["export", b"export", "export_id", b"export_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["export", b"export"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -473,45 +341,6 @@ class ListExportsResponse(_message.Message):
 Global___ListExportsResponse: _TypeAlias = ListExportsResponse  # noqa: Y015
 
 @_typing.final
-class WatchExportRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    EXPORT_ID_FIELD_NUMBER: _builtins.int
-    export_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        export_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["export_id", b"export_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___WatchExportRequest: _TypeAlias = WatchExportRequest  # noqa: Y015
-
-@_typing.final
-class WatchExportResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    EXPORT_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def export(self) -> Global___Export: ...
-    def __init__(
-        self,
-        *,
-        export: Global___Export | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["export", b"export"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["export", b"export"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___WatchExportResponse: _TypeAlias = WatchExportResponse  # noqa: Y015
-
-@_typing.final
 class CancelExportRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -584,11 +413,11 @@ class DownloadFileResponse(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     @_builtins.property
-    def file(self) -> Global___ExportFile: ...
+    def file(self) -> _catalog_pb2.JobFile: ...
     def __init__(
         self,
         *,
-        file: Global___ExportFile | None = ...,
+        file: _catalog_pb2.JobFile | None = ...,
         data: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "file", b"file", "payload", b"payload"]  # noqa: Y015
@@ -643,7 +472,7 @@ class ArchiveHeader(_message.Message):
     known when the stream ends.
     """
     @_builtins.property
-    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExportFile]:
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.JobFile]:
         """The files, in archive order. Each is the entry "<output_filename>/<name>";
         a name already inside that folder ("mydata/train.jsonl") is used as it is.
         """
@@ -654,7 +483,7 @@ class ArchiveHeader(_message.Message):
         name: _builtins.str = ...,
         file_count: _builtins.int = ...,
         uncompressed_size: _builtins.int = ...,
-        files: _abc.Iterable[Global___ExportFile] | None = ...,
+        files: _abc.Iterable[_catalog_pb2.JobFile] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

@@ -54,11 +54,6 @@ class ExporterServiceStub:
                 request_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.ListExportsRequest.SerializeToString,
                 response_deserializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.ListExportsResponse.FromString,
                 _registered_method=True)
-        self.WatchExport = channel.unary_stream(
-                '/ferry.exporter.v1.ExporterService/WatchExport',
-                request_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.WatchExportRequest.SerializeToString,
-                response_deserializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.WatchExportResponse.FromString,
-                _registered_method=True)
         self.CancelExport = channel.unary_unary(
                 '/ferry.exporter.v1.ExporterService/CancelExport',
                 request_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.CancelExportRequest.SerializeToString,
@@ -112,15 +107,10 @@ class ExporterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def WatchExport(self, request, context):
-        """Streams the export's current state, then every change until it ends.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def CancelExport(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """An export is a catalog job (kind EXPORT): follow its changes with
+        CatalogService.WatchJob, straight from the catalog.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -174,11 +164,6 @@ def add_ExporterServiceServicer_to_server(servicer, server):
                     servicer.ListExports,
                     request_deserializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.ListExportsRequest.FromString,
                     response_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.ListExportsResponse.SerializeToString,
-            ),
-            'WatchExport': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchExport,
-                    request_deserializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.WatchExportRequest.FromString,
-                    response_serializer=ferry_dot_exporter_dot_v1_dot_exporter__pb2.WatchExportResponse.SerializeToString,
             ),
             'CancelExport': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelExport,
@@ -309,33 +294,6 @@ class ExporterService:
             '/ferry.exporter.v1.ExporterService/ListExports',
             ferry_dot_exporter_dot_v1_dot_exporter__pb2.ListExportsRequest.SerializeToString,
             ferry_dot_exporter_dot_v1_dot_exporter__pb2.ListExportsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WatchExport(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/ferry.exporter.v1.ExporterService/WatchExport',
-            ferry_dot_exporter_dot_v1_dot_exporter__pb2.WatchExportRequest.SerializeToString,
-            ferry_dot_exporter_dot_v1_dot_exporter__pb2.WatchExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,9 +45,10 @@ class ExporterServiceStub:
     GetExport: _grpc.UnaryUnaryMultiCallable[_exporter_pb2.GetExportRequest, _exporter_pb2.GetExportResponse]
     ListExports: _grpc.UnaryUnaryMultiCallable[_exporter_pb2.ListExportsRequest, _exporter_pb2.ListExportsResponse]
     """Recent exports, newest first."""
-    WatchExport: _grpc.UnaryStreamMultiCallable[_exporter_pb2.WatchExportRequest, _exporter_pb2.WatchExportResponse]
-    """Streams the export's current state, then every change until it ends."""
     CancelExport: _grpc.UnaryUnaryMultiCallable[_exporter_pb2.CancelExportRequest, _exporter_pb2.CancelExportResponse]
+    """An export is a catalog job (kind EXPORT): follow its changes with
+    CatalogService.WatchJob, straight from the catalog.
+    """
     DownloadFile: _grpc.UnaryStreamMultiCallable[_exporter_pb2.DownloadFileRequest, _exporter_pb2.DownloadFileResponse]
     """Streams one file of a complete export: the first message carries `file`
     (name, size, sha256), every later one a chunk of `data`.
@@ -75,9 +76,10 @@ class ExporterServiceAsyncStub(ExporterServiceStub):
     GetExport: _aio.UnaryUnaryMultiCallable[_exporter_pb2.GetExportRequest, _exporter_pb2.GetExportResponse]  # type: ignore[assignment]
     ListExports: _aio.UnaryUnaryMultiCallable[_exporter_pb2.ListExportsRequest, _exporter_pb2.ListExportsResponse]  # type: ignore[assignment]
     """Recent exports, newest first."""
-    WatchExport: _aio.UnaryStreamMultiCallable[_exporter_pb2.WatchExportRequest, _exporter_pb2.WatchExportResponse]  # type: ignore[assignment]
-    """Streams the export's current state, then every change until it ends."""
     CancelExport: _aio.UnaryUnaryMultiCallable[_exporter_pb2.CancelExportRequest, _exporter_pb2.CancelExportResponse]  # type: ignore[assignment]
+    """An export is a catalog job (kind EXPORT): follow its changes with
+    CatalogService.WatchJob, straight from the catalog.
+    """
     DownloadFile: _aio.UnaryStreamMultiCallable[_exporter_pb2.DownloadFileRequest, _exporter_pb2.DownloadFileResponse]  # type: ignore[assignment]
     """Streams one file of a complete export: the first message carries `file`
     (name, size, sha256), every later one a chunk of `data`.
@@ -128,19 +130,14 @@ class ExporterServiceServicer(metaclass=_abc_1.ABCMeta):
         """Recent exports, newest first."""
 
     @_abc_1.abstractmethod
-    def WatchExport(
-        self,
-        request: _exporter_pb2.WatchExportRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_exporter_pb2.WatchExportResponse], _abc.AsyncIterator[_exporter_pb2.WatchExportResponse]]:
-        """Streams the export's current state, then every change until it ends."""
-
-    @_abc_1.abstractmethod
     def CancelExport(
         self,
         request: _exporter_pb2.CancelExportRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_exporter_pb2.CancelExportResponse, _abc.Awaitable[_exporter_pb2.CancelExportResponse]]: ...
+    ) -> _typing.Union[_exporter_pb2.CancelExportResponse, _abc.Awaitable[_exporter_pb2.CancelExportResponse]]:
+        """An export is a catalog job (kind EXPORT): follow its changes with
+        CatalogService.WatchJob, straight from the catalog.
+        """
 
     @_abc_1.abstractmethod
     def DownloadFile(

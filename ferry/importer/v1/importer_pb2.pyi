@@ -638,86 +638,25 @@ class StartImportResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMPORT_ID_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     import_id: _builtins.str
-    status: _builtins.str
-    """Lower-case phase name ("queued")."""
+    @_builtins.property
+    def job(self) -> _catalog_pb2.Job:
+        """The queued job: its phase, progress and timestamps, as every job reports them."""
+
     def __init__(
         self,
         *,
         import_id: _builtins.str = ...,
-        status: _builtins.str = ...,
+        job: _catalog_pb2.Job | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_id", b"import_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_id", b"import_id", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartImportResponse: _TypeAlias = StartImportResponse  # noqa: Y015
-
-@_typing.final
-class ImportProgress(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    IMPORT_ID_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
-    PROGRESS_FIELD_NUMBER: _builtins.int
-    MESSAGE_FIELD_NUMBER: _builtins.int
-    SAMPLES_PROCESSED_FIELD_NUMBER: _builtins.int
-    TOTAL_SAMPLES_FIELD_NUMBER: _builtins.int
-    BYTES_DOWNLOADED_FIELD_NUMBER: _builtins.int
-    BYTES_TOTAL_FIELD_NUMBER: _builtins.int
-    DATASET_ID_FIELD_NUMBER: _builtins.int
-    ERROR_FIELD_NUMBER: _builtins.int
-    ROWS_SKIPPED_FIELD_NUMBER: _builtins.int
-    SKIP_REASONS_FIELD_NUMBER: _builtins.int
-    DATASET_NAME_FIELD_NUMBER: _builtins.int
-    TERMINAL_FIELD_NUMBER: _builtins.int
-    import_id: _builtins.str
-    status: _builtins.str
-    """queued, downloading, converting, saving, complete, error or cancelled."""
-    progress: _builtins.float
-    message: _builtins.str
-    samples_processed: _builtins.int
-    total_samples: _builtins.int
-    """0 when unknown."""
-    bytes_downloaded: _builtins.int
-    bytes_total: _builtins.int
-    """0 when unknown."""
-    dataset_id: _builtins.int
-    """Set when complete."""
-    error: _builtins.str
-    rows_skipped: _builtins.int
-    dataset_name: _builtins.str
-    terminal: _builtins.bool
-    @_builtins.property
-    def skip_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    def __init__(
-        self,
-        *,
-        import_id: _builtins.str = ...,
-        status: _builtins.str = ...,
-        progress: _builtins.float = ...,
-        message: _builtins.str = ...,
-        samples_processed: _builtins.int = ...,
-        total_samples: _builtins.int = ...,
-        bytes_downloaded: _builtins.int = ...,
-        bytes_total: _builtins.int = ...,
-        dataset_id: _builtins.int = ...,
-        error: _builtins.str = ...,
-        rows_skipped: _builtins.int = ...,
-        skip_reasons: _abc.Iterable[_builtins.str] | None = ...,
-        dataset_name: _builtins.str = ...,
-        terminal: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_downloaded", b"bytes_downloaded", "bytes_total", b"bytes_total", "dataset_id", b"dataset_id", "dataset_name", b"dataset_name", "error", b"error", "import_id", b"import_id", "message", b"message", "progress", b"progress", "rows_skipped", b"rows_skipped", "samples_processed", b"samples_processed", "skip_reasons", b"skip_reasons", "status", b"status", "terminal", b"terminal", "total_samples", b"total_samples"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ImportProgress: _TypeAlias = ImportProgress  # noqa: Y015
 
 @_typing.final
 class GetImportProgressRequest(_message.Message):
@@ -742,60 +681,21 @@ Global___GetImportProgressRequest: _TypeAlias = GetImportProgressRequest  # noqa
 class GetImportProgressResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    PROGRESS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def progress(self) -> Global___ImportProgress: ...
+    def job(self) -> _catalog_pb2.Job: ...
     def __init__(
         self,
         *,
-        progress: Global___ImportProgress | None = ...,
+        job: _catalog_pb2.Job | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetImportProgressResponse: _TypeAlias = GetImportProgressResponse  # noqa: Y015
-
-@_typing.final
-class WatchImportRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    IMPORT_ID_FIELD_NUMBER: _builtins.int
-    import_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        import_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_id", b"import_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___WatchImportRequest: _TypeAlias = WatchImportRequest  # noqa: Y015
-
-@_typing.final
-class WatchImportResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PROGRESS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def progress(self) -> Global___ImportProgress: ...
-    def __init__(
-        self,
-        *,
-        progress: Global___ImportProgress | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___WatchImportResponse: _TypeAlias = WatchImportResponse  # noqa: Y015
 
 @_typing.final
 class CancelImportRequest(_message.Message):
@@ -820,17 +720,17 @@ Global___CancelImportRequest: _TypeAlias = CancelImportRequest  # noqa: Y015
 class CancelImportResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    PROGRESS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def progress(self) -> Global___ImportProgress: ...
+    def job(self) -> _catalog_pb2.Job: ...
     def __init__(
         self,
         *,
-        progress: Global___ImportProgress | None = ...,
+        job: _catalog_pb2.Job | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -64,11 +64,6 @@ class ImporterServiceStub:
                 request_serializer=ferry_dot_importer_dot_v1_dot_importer__pb2.GetImportProgressRequest.SerializeToString,
                 response_deserializer=ferry_dot_importer_dot_v1_dot_importer__pb2.GetImportProgressResponse.FromString,
                 _registered_method=True)
-        self.WatchImport = channel.unary_stream(
-                '/ferry.importer.v1.ImporterService/WatchImport',
-                request_serializer=ferry_dot_importer_dot_v1_dot_importer__pb2.WatchImportRequest.SerializeToString,
-                response_deserializer=ferry_dot_importer_dot_v1_dot_importer__pb2.WatchImportResponse.FromString,
-                _registered_method=True)
         self.CancelImport = channel.unary_unary(
                 '/ferry.importer.v1.ImporterService/CancelImport',
                 request_serializer=ferry_dot_importer_dot_v1_dot_importer__pb2.CancelImportRequest.SerializeToString,
@@ -120,13 +115,8 @@ class ImporterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetImportProgress(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchImport(self, request, context):
-        """Streams the import's current state, then every change until it ends.
+        """The import's job. An import is a catalog job (kind IMPORT): follow its
+        changes with CatalogService.WatchJob, straight from the catalog.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,11 +167,6 @@ def add_ImporterServiceServicer_to_server(servicer, server):
                     servicer.GetImportProgress,
                     request_deserializer=ferry_dot_importer_dot_v1_dot_importer__pb2.GetImportProgressRequest.FromString,
                     response_serializer=ferry_dot_importer_dot_v1_dot_importer__pb2.GetImportProgressResponse.SerializeToString,
-            ),
-            'WatchImport': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchImport,
-                    request_deserializer=ferry_dot_importer_dot_v1_dot_importer__pb2.WatchImportRequest.FromString,
-                    response_serializer=ferry_dot_importer_dot_v1_dot_importer__pb2.WatchImportResponse.SerializeToString,
             ),
             'CancelImport': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelImport,
@@ -356,33 +341,6 @@ class ImporterService:
             '/ferry.importer.v1.ImporterService/GetImportProgress',
             ferry_dot_importer_dot_v1_dot_importer__pb2.GetImportProgressRequest.SerializeToString,
             ferry_dot_importer_dot_v1_dot_importer__pb2.GetImportProgressResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WatchImport(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/ferry.importer.v1.ImporterService/WatchImport',
-            ferry_dot_importer_dot_v1_dot_importer__pb2.WatchImportRequest.SerializeToString,
-            ferry_dot_importer_dot_v1_dot_importer__pb2.WatchImportResponse.FromString,
             options,
             channel_credentials,
             insecure,

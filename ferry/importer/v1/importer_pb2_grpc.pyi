@@ -52,8 +52,9 @@ class ImporterServiceStub:
     StartImport: _grpc.UnaryUnaryMultiCallable[_importer_pb2.StartImportRequest, _importer_pb2.StartImportResponse]
     """Validates the request, queues the import job and returns at once."""
     GetImportProgress: _grpc.UnaryUnaryMultiCallable[_importer_pb2.GetImportProgressRequest, _importer_pb2.GetImportProgressResponse]
-    WatchImport: _grpc.UnaryStreamMultiCallable[_importer_pb2.WatchImportRequest, _importer_pb2.WatchImportResponse]
-    """Streams the import's current state, then every change until it ends."""
+    """The import's job. An import is a catalog job (kind IMPORT): follow its
+    changes with CatalogService.WatchJob, straight from the catalog.
+    """
     CancelImport: _grpc.UnaryUnaryMultiCallable[_importer_pb2.CancelImportRequest, _importer_pb2.CancelImportResponse]
     ListPopularDatasets: _grpc.UnaryUnaryMultiCallable[_importer_pb2.ListPopularDatasetsRequest, _importer_pb2.ListPopularDatasetsResponse]
     """A curated list of well-known fine-tuning datasets by category."""
@@ -72,8 +73,9 @@ class ImporterServiceAsyncStub(ImporterServiceStub):
     StartImport: _aio.UnaryUnaryMultiCallable[_importer_pb2.StartImportRequest, _importer_pb2.StartImportResponse]  # type: ignore[assignment]
     """Validates the request, queues the import job and returns at once."""
     GetImportProgress: _aio.UnaryUnaryMultiCallable[_importer_pb2.GetImportProgressRequest, _importer_pb2.GetImportProgressResponse]  # type: ignore[assignment]
-    WatchImport: _aio.UnaryStreamMultiCallable[_importer_pb2.WatchImportRequest, _importer_pb2.WatchImportResponse]  # type: ignore[assignment]
-    """Streams the import's current state, then every change until it ends."""
+    """The import's job. An import is a catalog job (kind IMPORT): follow its
+    changes with CatalogService.WatchJob, straight from the catalog.
+    """
     CancelImport: _aio.UnaryUnaryMultiCallable[_importer_pb2.CancelImportRequest, _importer_pb2.CancelImportResponse]  # type: ignore[assignment]
     ListPopularDatasets: _aio.UnaryUnaryMultiCallable[_importer_pb2.ListPopularDatasetsRequest, _importer_pb2.ListPopularDatasetsResponse]  # type: ignore[assignment]
     """A curated list of well-known fine-tuning datasets by category."""
@@ -124,15 +126,10 @@ class ImporterServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _importer_pb2.GetImportProgressRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_importer_pb2.GetImportProgressResponse, _abc.Awaitable[_importer_pb2.GetImportProgressResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def WatchImport(
-        self,
-        request: _importer_pb2.WatchImportRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_importer_pb2.WatchImportResponse], _abc.AsyncIterator[_importer_pb2.WatchImportResponse]]:
-        """Streams the import's current state, then every change until it ends."""
+    ) -> _typing.Union[_importer_pb2.GetImportProgressResponse, _abc.Awaitable[_importer_pb2.GetImportProgressResponse]]:
+        """The import's job. An import is a catalog job (kind IMPORT): follow its
+        changes with CatalogService.WatchJob, straight from the catalog.
+        """
 
     @_abc_1.abstractmethod
     def CancelImport(
