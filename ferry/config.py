@@ -360,7 +360,7 @@ def grpc_port(default: int) -> Any:
 
 def grpc_workers(default: int, minimum: int = 1) -> Any:
     return Field(default, ge=minimum, validation_alias="FERRY_GRPC_WORKERS",
-                 description="gRPC threads; every open watch stream holds one")
+                 description="threads running the gRPC calls (an open watch stream waits on the event loop and holds none)")
 
 
 def shutdown_grace() -> Any:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,6 +26,8 @@ from services.catalog.db import MIGRATIONS, Database
 from services.catalog.jobs import Jobs
 from services.catalog.server import StorageUnavailable, ensure_bucket
 from tests.fixtures.catalog import jsonl_bytes
+
+T = TypeVar("T")
 
 S3 = {"FERRY_S3_ENDPOINT": "http://127.0.0.1:9", "FERRY_S3_ACCESS_KEY": "a", "FERRY_S3_SECRET_KEY": "s3cr3t-value"}
 
@@ -224,77 +230,101 @@ def test_create_validation(jobs: Jobs) -> None:
     assert jobs.create(JobKind.IMPORT, job_id=given).id == given
 
 
+class LoopThread:
+    """An event loop in a thread of its own, as the catalog's gRPC server runs one: watches wait on it while
+    the test's thread plays the workers."""
+
+    def __enter__(self) -> LoopThread:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+async def _first(jobs: Jobs, job_id: str) -> Phase:
+    async with contextlib.aclosing(jobs.watch(job_id)) as stream:
+        async for state in stream:
+            return state.phase
+    raise AssertionError("no state")
+
+
 def test_watchers_get_every_phase_and_stop_on_close(jobs: Jobs) -> None:
     job = jobs.create(JobKind.IMPORT)
-    got: list[list[Phase]] = [[], []]
     ready = threading.Barrier(3)
 
-    def watch(i: int) -> None:
-        for n, state in enumerate(jobs.watch(job.id)):
-            if n == 0:
-                ready.wait(5)
-            if not got[i] or got[i][-1] is not state.phase:
-                got[i].append(state.phase)
+    async def watch() -> list[Phase]:
+        got: list[Phase] = []
+        async for state in jobs.watch(job.id):
+            if not got:
+                await asyncio.to_thread(ready.wait, 5)
+            if not got or got[-1] is not state.phase:
+                got.append(state.phase)
+        return got
 
-    threads = [threading.Thread(target=watch, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    ready.wait(5)
-    jobs.claim(JobKind.IMPORT, "w")
-    phases = [Phase.DOWNLOADING, Phase.CONVERTING, Phase.SAVING, Phase.COMPLETE]
-    for p in phases:
-        for i in range(20):  # progress ticks in between may be coalesced, phases never
-            jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=i)))
-        jobs.update(JobUpdate(job.id, "w", phase=p))
-    for t in threads:
-        t.join(5)
-    assert got[0] == got[1] == [Phase.QUEUED, *phases]
+    with LoopThread() as lt:
+        watchers = [lt.submit(watch()) for _ in range(2)]
+        ready.wait(5)
+        jobs.claim(JobKind.IMPORT, "w")
+        phases = [Phase.DOWNLOADING, Phase.CONVERTING, Phase.SAVING, Phase.COMPLETE]
+        for p in phases:
+            for i in range(20):  # progress ticks in between may be coalesced, phases never
+                jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=i)))
+            jobs.update(JobUpdate(job.id, "w", phase=p))
+        got = [w.result(5) for w in watchers]
+        assert got[0] == got[1] == [Phase.QUEUED, *phases]
 
-    # A watcher that joins late starts from the current state, not from the job's history.
-    late = jobs.create(JobKind.IMPORT)
-    jobs.claim(None, "w2", late.id)
-    for p in phases[:3]:
-        jobs.update(JobUpdate(late.id, "w2", phase=p))
-    with jobs._lock:
-        assert len(jobs._lives[late.id].events) > 1
-    assert next(jobs.watch(late.id)).phase is Phase.SAVING
+        # A watcher that joins late starts from the current state, not from the job's history.
+        late = jobs.create(JobKind.IMPORT)
+        jobs.claim(None, "w2", late.id)
+        for p in phases[:3]:
+            jobs.update(JobUpdate(late.id, "w2", phase=p))
+        with jobs._lock:
+            assert len(jobs._lives[late.id].events) > 1
+        assert lt.submit(_first(jobs, late.id)).result(5) is Phase.SAVING
 
-    other = jobs.create(JobKind.IMPORT)
-    stream = jobs.watch(other.id)
-    assert next(stream).phase is Phase.QUEUED
-    errors: list[BaseException] = []
+        other = jobs.create(JobKind.IMPORT)
+        first = threading.Event()
 
-    def drain() -> None:
-        try:
-            list(stream)
-        except Unavailable as exc:
-            errors.append(exc)
+        async def drain() -> list[Phase]:
+            seen: list[Phase] = []
+            with pytest.raises(Unavailable) as exc:
+                async for state in jobs.watch(other.id):
+                    seen.append(state.phase)
+                    first.set()
+            assert "shutting down" in str(exc.value)
+            return seen
 
-    t = threading.Thread(target=drain)
-    t.start()
-    jobs.close()
-    t.join(3)
-    assert not t.is_alive() and errors and "shutting down" in str(errors[0])
+        drained = lt.submit(drain())
+        assert first.wait(3)
+        jobs.close()
+        assert drained.result(3) == [Phase.QUEUED]
 
 
 def test_watch_ends_when_client_leaves(jobs: Jobs) -> None:
     job = jobs.create(JobKind.IMPORT)
-    left = threading.Event()
     first = threading.Event()
     out: list[Phase] = []
 
-    def watch() -> None:
-        for state in jobs.watch(job.id, gone=left.is_set, wait=60):
+    async def watch() -> None:
+        async for state in jobs.watch(job.id):
             out.append(state.phase)
             first.set()
 
-    t = threading.Thread(target=watch)
-    t.start()
-    assert first.wait(3)
-    left.set()
-    jobs.wake()  # what the servicer's context callback does: no waiting for the 60 s timeout
-    t.join(3)
-    assert not t.is_alive() and out == [Phase.QUEUED]
+    with LoopThread() as lt:
+        call = lt.submit(watch())
+        assert first.wait(3) and jobs._watchers == 1
+        call.cancel()  # what grpc.aio does when the client goes away: the watch is released at once
+        deadline = time.monotonic() + 3
+        while jobs._watchers and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert jobs._watchers == 0 and out == [Phase.QUEUED]
 
 
 # -- datasets (real storage) ---------------------------------------------------------------
@@ -372,23 +402,27 @@ def test_concurrent_registers_of_one_import_make_one_dataset(db: Database, store
 def test_heartbeats_do_not_repeat_watch_events(jobs: Jobs) -> None:
     job = jobs.create(JobKind.IMPORT)
     jobs.claim(None, "w", job.id)
-    stream = jobs.watch(job.id, wait=0.05)
-    assert next(stream).phase is Phase.QUEUED
+    first = threading.Event()
     got: list[tuple[Phase, int]] = []
 
-    def drain() -> None:
-        for state in stream:
+    async def drain() -> None:
+        async for state in jobs.watch(job.id):
+            if not first.is_set():
+                assert state.phase is Phase.QUEUED
+                first.set()
+                continue
             got.append((state.phase, state.progress.rows_done))
 
-    t = threading.Thread(target=drain)
-    t.start()
-    jobs.update(JobUpdate(job.id, "w", phase=Phase.CONVERTING, progress=JobProgress(rows_done=5)))
-    time.sleep(0.1)
-    for _ in range(5):  # bare heartbeats: the same phase and progress
-        jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=5)))
-        time.sleep(0.05)
-    jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=9)))
-    time.sleep(0.1)
-    jobs.update(JobUpdate(job.id, "w", phase=Phase.COMPLETE))
-    t.join(5)
+    with LoopThread() as lt:
+        drained = lt.submit(drain())
+        assert first.wait(3)
+        jobs.update(JobUpdate(job.id, "w", phase=Phase.CONVERTING, progress=JobProgress(rows_done=5)))
+        time.sleep(0.1)
+        for _ in range(5):  # bare heartbeats: the same phase and progress
+            jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=5)))
+            time.sleep(0.05)
+        jobs.update(JobUpdate(job.id, "w", progress=JobProgress(rows_done=9)))
+        time.sleep(0.1)
+        jobs.update(JobUpdate(job.id, "w", phase=Phase.COMPLETE))
+        drained.result(5)
     assert got == [(Phase.CONVERTING, 5), (Phase.CONVERTING, 9), (Phase.COMPLETE, 9)]

@@ -144,7 +144,7 @@ def test_healthcheck_grpc_serving_then_not() -> None:
     try:
         ok = run_healthcheck(f"grpc:{running.port}")
         assert ok.returncode == 0 and "SERVING" in ok.stdout, ok.stdout + ok.stderr
-        running.health.enter_graceful_shutdown()
+        running.enter_graceful_shutdown()
         draining = run_healthcheck(f"grpc:{running.port}")
         assert draining.returncode == 1 and "NOT_SERVING" in draining.stdout
     finally:

@@ -49,8 +49,8 @@ class _Servicer:
         yield b"one"
         _raise(request)
 
-    def abort(self, request: bytes, context: Any) -> bytes:
-        context.abort(grpc.StatusCode.NOT_FOUND, "aborted by the handler")
+    async def abort(self, request: bytes, context: Any) -> bytes:  # the server is grpc.aio: abort is awaited
+        await context.abort(grpc.StatusCode.NOT_FOUND, "aborted by the handler")
         return b"unreachable"
 
 

@@ -6,7 +6,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,12 @@ class _Servicer:
         yield b"one"
         raise InvalidArgument("offset must be >= 0", field="offset")
 
-    def abort_stream(self, request: bytes, context: Any) -> Iterator[bytes]:
+    # A handler that sets its status itself is written for grpc.aio (the server's kind): `async def`, awaiting.
+    async def abort_stream(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
         yield b"one"
-        context.abort(grpc.StatusCode.PERMISSION_DENIED, "not yours")
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not yours")
 
-    def coded_boom(self, request: bytes, context: Any) -> bytes:
+    async def coded_boom(self, request: bytes, context: Any) -> bytes:
         context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
         raise ValueError("secret internals /etc/passwd")
 

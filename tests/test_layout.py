@@ -84,3 +84,20 @@ def test_the_checks_see_an_import() -> None:
     assert {"grpc", "ferry.catalog.v1.catalog_pb2"} <= set(_grpc_imports(ROOT / "services/catalog/servicer.py"))
     assert "google.protobuf.timestamp_pb2" in _grpc_imports(ROOT / "ferry/wire.py")
     assert _grpc_imports(ROOT / "services/catalog/core.py") == []
+
+
+def test_sync_handlers_use_no_context_calls_that_need_await() -> None:
+    """The servers are grpc.aio: a plain (sync) handler runs on a thread, where `context.abort()` and friends are
+    coroutines that would silently do nothing. Handlers raise ferry.errors instead (ErrorInterceptor)."""
+    needs_await = {"abort", "abort_with_status", "read", "write", "send_initial_metadata", "is_active"}
+    found = []
+    for svc in SERVICES:
+        path = ROOT / "services" / svc / "servicer.py"
+        for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                        and node.value.id == "context" and node.attr in needs_await):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {fn.name} uses context.{node.attr}")
+    assert not found, "\n".join(found)

@@ -19,8 +19,11 @@ class CatalogConfig(c.Settings):
     heartbeat_timeout: float = Field(30.0, gt=0, allow_inf_nan=False, validation_alias="FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS",
                                      description="a running job whose worker is silent this long is marked stalled "
                                                  "and can be claimed again")
-    # Each open WatchJob stream holds a thread, so the catalog needs more than the others.
+    # Every worker's heartbeats and every page of examples: more concurrent calls than the other services see.
     grpc_workers: int = c.grpc_workers(64, minimum=8)
+    max_watchers: int = Field(1000, ge=1, le=100_000, validation_alias="FERRY_CATALOG_MAX_WATCHERS",
+                              description="open WatchJob streams at once (each waits on the event loop, no thread); "
+                                          "past this a watch gets RESOURCE_EXHAUSTED")
     shutdown_grace: float = c.shutdown_grace()
     s3: S3Config = c.group(S3Config)
     grpc: c.GrpcConfig = c.group(c.GrpcConfig)

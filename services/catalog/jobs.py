@@ -13,6 +13,7 @@ job (watchers still see each one); anything else is written at once.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import json
@@ -21,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,14 @@ STALL_MESSAGE = "worker stopped responding; waiting to be resumed"
 SECRET_KEYS = {"token", "hf_token", "api_key", "apikey", "secret", "secret_key", "access_key", "password"}
 # Events a slow watcher can fall behind by before it only gets the latest state.
 MAX_EVENTS = 256
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """One open watch: the loop it waits on and the event that wakes it."""
+
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event
 
 
 @dataclass
@@ -157,7 +166,7 @@ class Jobs:
         self.max_watchers = max_watchers
         self._clock = clock
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
+        self._waiters: set[_Waiter] = set()
         self._lives: dict[str, _Live] = {}
         self._watchers = 0
         self._closing = False
@@ -212,7 +221,7 @@ class Jobs:
             live.events.append((live.version, job))
             if len(live.events) > MAX_EVENTS:
                 del live.events[0]
-        self._cond.notify_all()
+        self._wake_watchers()
         self._maybe_forget(live)
         return job
 
@@ -412,54 +421,58 @@ class Jobs:
             self._commit(live, job, significant=True)
             return copy.deepcopy(job)
 
-    def watch(self, job_id: str, gone: Callable[[], bool] = lambda: False, wait: float = 1.0) -> Iterator[Job]:
+    async def watch(self, job_id: str) -> AsyncIterator[Job]:
         """The current state, then every change until a terminal phase.
 
-        Ends early (without error) when `gone()` turns true, i.e. the client left;
-        raises Unavailable when the catalog shuts down so the client knows to
-        watch again. Call `wake()` to make `gone` be looked at right away.
+        Waits on the caller's event loop (woken by `_commit` from any thread), so an open watch holds no
+        thread; a client that leaves cancels it. Raises Unavailable when the catalog shuts down, so the
+        client knows to watch again.
         """
+        waiter = _Waiter(asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
             if self._closing:
                 raise Unavailable("the catalog is shutting down; watch again")
             if self._watchers >= self.max_watchers:
-                raise ResourceExhausted(
-                    f"too many job watchers ({self._watchers}); raise FERRY_GRPC_WORKERS on the catalog")
+                raise ResourceExhausted(f"too many job watchers ({self._watchers}); the limit is "
+                                        f"{self.max_watchers} (FERRY_CATALOG_MAX_WATCHERS)")
             live = self._live(job_id)
             live.watchers += 1
             self._watchers += 1
-            seen = live.events[-1][0] - 1  # start from the current state, not the history before it
+            self._waiters.add(waiter)
+        seen = live.events[-1][0] - 1  # start from the current state, not the history before it
         last_shown: Job | None = None
         try:
             while True:
                 with self._lock:
-                    while True:
-                        pending = [(v, j) for v, j in live.events if v > seen]
-                        if pending or self._closing or gone():
-                            break
-                        self._cond.wait(wait)
+                    waiter.event.clear()  # before looking: a commit from now on sets it again
                     if self._closing:
                         raise Unavailable("the catalog is shutting down; watch again")
-                    if gone():
-                        return
+                    pending = [(v, copy.deepcopy(j)) for v, j in live.events if v > seen]
                 for version, job in pending:
                     seen = version
                     shown = _visible(job)
                     if shown == last_shown and not job.phase.terminal:
                         continue  # a heartbeat: nothing a watcher could see changed
                     last_shown = shown
-                    yield copy.deepcopy(job)
+                    yield job
                     if job.phase.terminal:
                         return
+                if not pending:
+                    await waiter.event.wait()
         finally:
             with self._lock:
+                self._waiters.discard(waiter)
                 live.watchers -= 1
                 self._watchers -= 1
                 self._maybe_forget(live)
 
-    def wake(self) -> None:
-        with self._lock:
-            self._cond.notify_all()
+    def _wake_watchers(self) -> None:
+        """Called with the lock held: every watch looks again (on its own loop)."""
+        for w in self._waiters:
+            try:
+                w.loop.call_soon_threadsafe(w.event.set)
+            except RuntimeError:
+                pass  # that loop is closed: its watch is gone with it
 
     # -- heartbeat sweeper ------------------------------------------------------------------
 
@@ -520,7 +533,7 @@ class Jobs:
         """End every watch stream, stop the sweeper and write deferred progress."""
         with self._lock:
             self._closing = True
-            self._cond.notify_all()
+            self._wake_watchers()
         self._sweeper_stop.set()
         if self._sweeper is not None:
             self._sweeper.join(5)

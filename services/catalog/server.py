@@ -15,10 +15,6 @@ from services.catalog.servicer import SERVICE_NAME, CatalogServicer
 
 log = logging.getLogger("ferry.catalog")
 
-# Threads kept free of WatchJob streams so heartbeats and reads are never starved by watchers.
-RESERVED_WORKERS = 4
-
-
 class StorageUnavailable(RuntimeError):
     pass
 
@@ -40,7 +36,7 @@ def start(cfg: CatalogConfig, store: ObjectStore | None = None, *, host: str | N
     store = store or ObjectStore(cfg.s3)
     ensure_bucket(store, storage_timeout)
     catalog = CatalogCore(cfg.db_path, store, cfg.heartbeat_timeout,
-                          max_watchers=max(1, cfg.grpc_workers - RESERVED_WORKERS))
+                          max_watchers=cfg.max_watchers)
     catalog.start()
     try:
         running = grpcserver.serve(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -77,16 +76,10 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> Any:
         return pb.CancelJobResponse(job=wire.job_to_pb(self.catalog.jobs.cancel(request.job_id)))
 
-    def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[Any]:
-        gone = threading.Event()
-        jobs = self.catalog.jobs
-
-        def on_done() -> None:  # the client went away or the call ended: wake the watcher now
-            gone.set()
-            jobs.wake()
-
-        context.add_callback(on_done)
-        for job in jobs.watch(request.job_id, gone=lambda: gone.is_set() or not context.is_active()):
+    async def WatchJob(self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+                       ) -> AsyncIterator[pb.WatchJobResponse]:
+        """Async: an open watch waits on the server's event loop, not in one of its threads."""
+        async for job in self.catalog.jobs.watch(request.job_id):
             yield pb.WatchJobResponse(job=wire.job_to_pb(job))
 
     # -- mapping templates ----------------------------------------------------------------

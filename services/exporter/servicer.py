@@ -62,14 +62,12 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                      ) -> Iterator[pb.DownloadFileResponse]:
         f, chunks = self.core.download(request.export_id, request.name, request.chunk_size)
         yield pb.DownloadFileResponse(file=wire.job_file_to_pb(f))
-        for chunk in chunks:
-            if not context.is_active():
-                break
+        for chunk in chunks:  # the server closes this generator once the call ends
             yield pb.DownloadFileResponse(data=chunk)
 
     def DownloadArchive(self, request: pb.DownloadArchiveRequest, context: grpc.ServicerContext
                         ) -> Iterator[pb.DownloadArchiveResponse]:
-        archive, chunks = self.core.archive(request.export_id, request.chunk_bytes, context.is_active)
+        archive, chunks = self.core.archive(request.export_id, request.chunk_bytes, lambda: not context.done())
         try:
             yield pb.DownloadArchiveResponse(archive=pb.ArchiveHeader(
                 name=archive.name, file_count=len(archive.files), uncompressed_size=archive.uncompressed_size,
