@@ -19,8 +19,8 @@ from ferry.catalog.v1 import catalog_pb2 as cpb
 from ferry.jobs import Job, JobKind
 from gateway.sse import follow_as_sse
 
-# Answers held open waiting for a job to end, per kind. Each holds a watch at the catalog, where a watch costs
-# a thread; past this an import answers at once (202) and a download waits for a free place.
+# Answers held open waiting for a job to end, per kind and gateway: each holds one of the catalog's open watches
+# (FERRY_CATALOG_MAX_WATCHERS). Past this an import answers at once (202) and a download waits for a free place.
 MAX_WAITERS = 16
 
 
