@@ -126,6 +126,47 @@ class _PartUploader:
             self.upload_id = None
 
 
+class _ChunkProducer:
+    """The thread that pulls `chunks` into the upload queue, hashing and counting them on the way.
+
+    It ends the queue with None, or with the exception `chunks` raised (also kept in `failure`).
+    """
+
+    def __init__(self, key: str, chunks: Iterable[bytes], q: queue.Queue[bytes | BaseException | None],
+                 on_bytes: Callable[[int], None] | None) -> None:
+        self.chunks = chunks
+        self.q = q
+        self.on_bytes = on_bytes
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.failure: list[BaseException] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name=f"upload:{key}", daemon=True)
+
+    def _produce(self) -> None:
+        q = self.q
+        try:
+            for chunk in self.chunks:
+                if self._stop.is_set():
+                    return
+                if not chunk:
+                    continue
+                self.digest.update(chunk)
+                self.size += len(chunk)
+                q.put(chunk)
+                if self.on_bytes is not None:
+                    self.on_bytes(len(chunk))
+            q.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self.failure.append(exc)
+            q.put(exc)
+
+    def stop(self) -> None:
+        """Ask the thread to stop taking chunks and unblock it so it can end."""
+        self._stop.set()
+        _drain(self.q, self.thread)
+
+
 def _wrap(exc: Exception, what: str) -> FerryError:
     if isinstance(exc, FerryError):
         return exc
@@ -234,43 +275,19 @@ class ObjectStore:
         if part_size < _MIN_PART:
             raise ValueError("part_size must be at least 5 MiB (S3's minimum for all but the last part)")
         q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=queue_chunks)
-        digest = hashlib.sha256()
-        size = 0
-        stop = threading.Event()
-        failure: list[BaseException] = []
-
-        def produce() -> None:
-            nonlocal size
-            try:
-                for chunk in chunks:
-                    if stop.is_set():
-                        return
-                    if not chunk:
-                        continue
-                    digest.update(chunk)
-                    size += len(chunk)
-                    q.put(chunk)
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
-                q.put(None)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                failure.append(exc)
-                q.put(exc)
-
-        producer = threading.Thread(target=produce, name=f"upload:{key}", daemon=True)
-        producer.start()
+        producer = _ChunkProducer(key, chunks, q, on_bytes)
+        producer.thread.start()
         uploader = _PartUploader(self, key, content_type)
         try:
             uploader.run(q, part_size)
         except BaseException as exc:
-            stop.set()
-            _drain(q, producer)
+            producer.stop()
             uploader.abort()
-            if failure:
-                raise failure[0] from None
+            if producer.failure:
+                raise producer.failure[0] from None
             raise _wrap(exc, f"upload {key}") if isinstance(exc, Exception) else exc from exc
-        producer.join()
-        return UploadResult(key, size, digest.hexdigest())
+        producer.thread.join()
+        return UploadResult(key, producer.size, producer.digest.hexdigest())
 
     # -- multipart, for writers that checkpoint between parts (the importer's resumable uploads) ----------
 
