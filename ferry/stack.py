@@ -21,7 +21,6 @@ or keeps the signal-as-a-flag main loop. What is needed here is ~80 lines:
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field, field_validator
 
 from ferry import config as c
-from ferry import procs, seaweed
+from ferry import procs, seaweed, tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DEV_ORIGINS = ",".join(f"http://{host}:{port}" for port in (5173, 3000) for host in ("localhost", "127.0.0.1"))
@@ -217,7 +216,7 @@ class Stack:
     def local_token_key(self) -> str:
         """The key that seals per-request HF tokens into import jobs (so a restarted importer can resume them),
         made once per data dir like the local S3 keys."""
-        return _owner_only(self.cfg.data_dir / "importer-token.key", base64.b64encode(os.urandom(32)).decode())
+        return _owner_only(self.cfg.data_dir / "importer-token.key", tokens.new_key())
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)

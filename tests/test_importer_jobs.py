@@ -283,7 +283,7 @@ def _stop_after_two_parts(stack: ImporterStack, import_id: str) -> None:
 
 def test_a_gated_import_resumes_elsewhere_with_the_requests_own_sealed_token(stack: ImporterStack,
                                                                               large_repo: Path) -> None:
-    from services.importer.tokens import new_key
+    from ferry.tokens import new_key
 
     gated = "ferry-test/large-gated"
     stack.hub.add_repo(gated, large_repo, gated="manual")
