@@ -11,7 +11,7 @@ help:
 	@echo "make run      start the local stack (object store, services, gateway on :8000)"
 	@echo "make test     run every test (creates .venv)"
 	@echo "make protos   regenerate Python code from protos/"
-	@echo "make config-docs  regenerate the variable tables of docs/configuration.md from the declarations"
+	@echo "make config-docs  regenerate the variable tables of docs/configuration.md and deploy/README.md"
 	@echo "make lint     ruff; make typecheck: mypy"
 	@echo "make bench    run the benchmarks in bench/"
 

@@ -10,18 +10,21 @@ ended and its last log lines. On Ctrl-C or SIGTERM everything stops in reverse
 order (gateway first, object store last), escalating to SIGKILL only after a grace
 period. The pids are kept in $FERRY_DATA_DIR/run/pids.json while it runs.
 
-Why a loop of our own rather than a process supervisor library: supervisord is a
-daemon driven by ini files and XML-RPC whose retry policy counts failed *starts*
-(a service that ran and then died is restarted forever), and circus brings its
-own arbiter, ZeroMQ and signal handling; neither starts the services in order
-behind health checks, ties each child to this process's life (PR_SET_PDEATHSIG)
-or keeps the signal-as-a-flag main loop. What is needed here is ~80 lines:
-`Backoff` (the policy, unit-tested on its own) and `Stack.supervise` (one pass).
+Why a loop of our own rather than a process supervisor library (judged against honcho 2.0, supervisor 4.3
+and circus 0.19): honcho runs a Procfile the Foreman way, every process at once, and stops them all when one
+exits: no restart at all. supervisord is a daemon driven by ini files and XML-RPC whose retry policy counts
+failed *starts* with a linear back-off (a service that ran and then died is restarted at once, forever), so
+neither 1, 2, 4, 8 s nor "5 deaths in 60 s stops the stack with the last log lines" can be had from it. circus
+brings its own arbiter, ZeroMQ and signal handling, and its flapping plugin pauses a watcher for a fixed
+`retry_in` rather than backing off. None of them starts the services in order behind health checks (gRPC
+health, the gateway's /healthz), ties each child to this process's life (PR_SET_PDEATHSIG) or keeps the
+signal-as-a-flag main loop; the messages and timings tests/test_stack_supervise.py and tests/test_make_run.py
+pin would have to be rebuilt around any of them. What is needed here is ~80 lines: `Backoff` (the policy,
+unit-tested on its own) and `Stack.supervise` (one pass).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -42,7 +45,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field, field_validator
 
 from ferry import config as c
-from ferry import procs, seaweed
+from ferry import procs, seaweed, tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DEV_ORIGINS = ",".join(f"http://{host}:{port}" for port in (5173, 3000) for host in ("localhost", "127.0.0.1"))
@@ -217,7 +220,7 @@ class Stack:
     def local_token_key(self) -> str:
         """The key that seals per-request HF tokens into import jobs (so a restarted importer can resume them),
         made once per data dir like the local S3 keys."""
-        return _owner_only(self.cfg.data_dir / "importer-token.key", base64.b64encode(os.urandom(32)).decode())
+        return _owner_only(self.cfg.data_dir / "importer-token.key", tokens.new_key())
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)

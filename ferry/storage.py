@@ -9,8 +9,10 @@ Writes go through `ObjectStore._send`, not minio's put_object: minio-py has no p
 upload part, complete, abort are its private `_` methods), and over plain http its public calls hash every body
 with SHA-256 for the signature (the server then hashes it again), a large share of an upload's CPU. So each write
 is signed with minio's public `get_presigned_url` (SigV4 in the query string, payload UNSIGNED-PAYLOAD, valid on
-http and https alike) and sent on the client's own urllib3 pool. Reads, listings, copies, deletes and the
-presigned downloads given to users use minio's public API as they are.
+http and https alike) and sent on the client's own urllib3 pool; the listing of open multipart uploads, a request
+on the bucket rather than an object (which get_presigned_url cannot sign), goes the same way through the presigner
+get_presigned_url itself calls, minio.signer.presign_v4. Reads, object listings, copies, deletes and the presigned
+downloads given to users use minio's public API as they are.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import urllib3
 from minio import Minio
+from minio.credentials import Credentials
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
+from minio.signer import presign_v4
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from ferry.config import S3Config
@@ -43,6 +48,8 @@ _IN_FLIGHT = 2
 MD5_BELOW = 64 * 1024
 # How long the URL signed for one of our own requests is valid: it is sent at once and never leaves the process.
 _REQUEST_TTL = timedelta(minutes=15)
+# Uploads per ListMultipartUploads answer (S3's maximum).
+_LIST_UPLOADS_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,14 @@ class UploadResult:
     key: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """A multipart upload in progress (see ObjectStore.list_multipart_uploads)."""
+
+    key: str
+    upload_id: str
 
 
 class _PartUploader:
@@ -126,6 +141,47 @@ class _PartUploader:
             self.upload_id = None
 
 
+class _ChunkProducer:
+    """The thread that pulls `chunks` into the upload queue, hashing and counting them on the way.
+
+    It ends the queue with None, or with the exception `chunks` raised (also kept in `failure`).
+    """
+
+    def __init__(self, key: str, chunks: Iterable[bytes], q: queue.Queue[bytes | BaseException | None],
+                 on_bytes: Callable[[int], None] | None) -> None:
+        self.chunks = chunks
+        self.q = q
+        self.on_bytes = on_bytes
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.failure: list[BaseException] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name=f"upload:{key}", daemon=True)
+
+    def _produce(self) -> None:
+        q = self.q
+        try:
+            for chunk in self.chunks:
+                if self._stop.is_set():
+                    return
+                if not chunk:
+                    continue
+                self.digest.update(chunk)
+                self.size += len(chunk)
+                q.put(chunk)
+                if self.on_bytes is not None:
+                    self.on_bytes(len(chunk))
+            q.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self.failure.append(exc)
+            q.put(exc)
+
+    def stop(self) -> None:
+        """Ask the thread to stop taking chunks and unblock it so it can end."""
+        self._stop.set()
+        _drain(self.q, self.thread)
+
+
 def _wrap(exc: Exception, what: str) -> FerryError:
     if isinstance(exc, FerryError):
         return exc
@@ -189,6 +245,23 @@ class ObjectStore:
         """
         url = self.client.get_presigned_url(method, self.bucket, key, expires=_REQUEST_TTL,
                                             extra_query_params=dict(query))
+        return self._request(method, url, key, body, headers)
+
+    def _send_bucket(self, method: str, query: dict[str, str]) -> urllib3.BaseHTTPResponse:
+        """One S3 request on the bucket itself (ListMultipartUploads), signed like _send's.
+
+        get_presigned_url signs object URLs only, so the bucket's URL goes through the SigV4 presigner it
+        calls (minio.signer.presign_v4), with the configured region and keys."""
+        cfg = self._cfg
+        url = urlsplit(f"{'https' if cfg.secure else 'http'}://{cfg.endpoint}/{self.bucket}")
+        signed = presign_v4(method=method, url=url._replace(query=urlencode(query, quote_via=quote)),
+                            region=cfg.region, credentials=Credentials(str(cfg.access_key), str(cfg.secret_key)),
+                            date=datetime.now(UTC), expires=int(_REQUEST_TTL.total_seconds()))
+        return self._request(method, urlunsplit(signed), self.bucket)
+
+    def _request(self, method: str, url: str, what: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+        """Send a signed URL on the client's pool; S3Error (or ServerError naming `what`) when refused."""
         sent = dict(headers or {})
         if body is not None and (self._cfg.secure or len(body) < MD5_BELOW):
             sent["Content-MD5"] = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
@@ -198,7 +271,7 @@ class ObjectStore:
         # S3 answers errors in XML (CompleteMultipartUpload may do so with a 200 once the upload has started).
         if _xml_root(resp.data) == "Error":
             raise S3Error.fromxml(resp)
-        raise ServerError(f"object storage answered HTTP {resp.status} to {method} {key}", resp.status)
+        raise ServerError(f"object storage answered HTTP {resp.status} to {method} {what}", resp.status)
 
     def _put(self, key: str, data: bytes, content_type: str) -> None:
         """One PutObject of `data` (at most 5 GiB: S3's limit for a single PUT)."""
@@ -234,43 +307,19 @@ class ObjectStore:
         if part_size < _MIN_PART:
             raise ValueError("part_size must be at least 5 MiB (S3's minimum for all but the last part)")
         q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=queue_chunks)
-        digest = hashlib.sha256()
-        size = 0
-        stop = threading.Event()
-        failure: list[BaseException] = []
-
-        def produce() -> None:
-            nonlocal size
-            try:
-                for chunk in chunks:
-                    if stop.is_set():
-                        return
-                    if not chunk:
-                        continue
-                    digest.update(chunk)
-                    size += len(chunk)
-                    q.put(chunk)
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
-                q.put(None)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                failure.append(exc)
-                q.put(exc)
-
-        producer = threading.Thread(target=produce, name=f"upload:{key}", daemon=True)
-        producer.start()
+        producer = _ChunkProducer(key, chunks, q, on_bytes)
+        producer.thread.start()
         uploader = _PartUploader(self, key, content_type)
         try:
             uploader.run(q, part_size)
         except BaseException as exc:
-            stop.set()
-            _drain(q, producer)
+            producer.stop()
             uploader.abort()
-            if failure:
-                raise failure[0] from None
+            if producer.failure:
+                raise producer.failure[0] from None
             raise _wrap(exc, f"upload {key}") if isinstance(exc, Exception) else exc from exc
-        producer.join()
-        return UploadResult(key, size, digest.hexdigest())
+        producer.thread.join()
+        return UploadResult(key, producer.size, producer.digest.hexdigest())
 
     # -- multipart, for writers that checkpoint between parts (the importer's resumable uploads) ----------
 
@@ -309,6 +358,26 @@ class ObjectStore:
             self._send("DELETE", key, {"uploadId": upload_id})
         except Exception as exc:
             raise _wrap(exc, f"abort the upload of {key}") from exc
+
+    def list_multipart_uploads(self, prefix: str = "") -> list[MultipartUpload]:
+        """Multipart uploads under `prefix` that were started and neither completed nor aborted."""
+        out: list[MultipartUpload] = []
+        first = {"uploads": "", "prefix": prefix, "max-uploads": str(_LIST_UPLOADS_PAGE)}
+        query = first
+        try:
+            while True:
+                root = ET.fromstring(self._send_bucket("GET", query).data)
+                out += [MultipartUpload(_child_text(u, "Key"), _child_text(u, "UploadId"))
+                        for u in root if _local(u.tag) == "Upload"]
+                # The next page starts after these markers (SeaweedFS gives the upload id's only).
+                markers = {param: value for param, value in (
+                    ("key-marker", _child_text(root, "NextKeyMarker")),
+                    ("upload-id-marker", _child_text(root, "NextUploadIdMarker"))) if value}
+                if _child_text(root, "IsTruncated") != "true" or not markers:
+                    return out
+                query = {**first, **markers}
+        except Exception as exc:
+            raise _wrap(exc, f"list the uploads under {prefix!r}") from exc
 
     def copy(self, src: str, dst: str) -> None:
         from minio.commonconfig import CopySource
@@ -438,6 +507,16 @@ def _xml_root(data: bytes) -> str:
         return ET.fromstring(data).tag.rsplit("}", 1)[-1]
     except ET.ParseError:
         return ""
+
+
+def _local(tag: str) -> str:
+    """An XML tag without its namespace."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _child_text(el: ET.Element, name: str) -> str:
+    """The text of `el`'s first child called `name` (any namespace), "" when there is none."""
+    return next((c.text or "" for c in el if _local(c.tag) == name), "")
 
 
 def _xml_text(data: bytes, name: str) -> str:

@@ -12,11 +12,11 @@ from pydantic import ValidationError
 from ferry import logs
 from ferry.config import ConfigError, GrpcConfig, LogConfig, S3Config, Secret
 from ferry.stack import LOCAL_DEV_ORIGINS, ROOT, StackConfig
+from ferry.tokens import new_key
 from gateway.config import GatewayConfig
 from services.catalog.config import CatalogConfig
 from services.exporter.config import ExporterConfig
 from services.importer.config import ImporterConfig
-from services.importer.tokens import new_key
 
 S3 = {"FERRY_S3_ENDPOINT": "http://127.0.0.1:9", "FERRY_S3_ACCESS_KEY": "AKIA-visible?", "FERRY_S3_SECRET_KEY": "sk-123"}
 

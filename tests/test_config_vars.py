@@ -123,6 +123,18 @@ def test_the_doc_generator_notices_a_change() -> None:
     assert "| `FERRY_IMPORT_WORKERS` | `3` |" in gen_config_docs.render(current, found)
 
 
+def test_the_deploy_readme_matches_the_manifests() -> None:
+    """deploy/README.md's table of the ferry-config ConfigMap is generated too, and notices a change."""
+    current = gen_config_docs.DEPLOY_README.read_text()
+    assert gen_config_docs.render_deploy(current) == current, "deploy/README.md is out of date: run `make config-docs`"
+    base = gen_config_docs.env_file(ROOT / "deploy" / "k8s" / "base" / "config.env")
+    overlays = {o: gen_config_docs.overlay_values(o) for o in gen_config_docs.OVERLAYS}
+    assert base["FERRY_IMPORT_WORKERS"] == "2" and overlays["prod"]["FERRY_IMPORT_WORKERS"] == "4"
+    table = gen_config_docs.deploy_table(base={**base, "FERRY_IMPORT_WORKERS": "3"}, overlays=overlays)
+    assert "| `FERRY_IMPORT_WORKERS` | `3` | `1` | `4` | importer |" in table
+    assert table not in current
+
+
 def test_service_addresses_are_written_once() -> None:
     """The catalog/importer/exporter ports (and so the default addresses) appear in ferry/config.py only."""
     for path in _sources():

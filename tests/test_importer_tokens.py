@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ferry.config import ConfigError
+from ferry.tokens import new_key, parse_key
 from services.importer.config import ImporterConfig
-from services.importer.tokens import TokenSealer, new_key, parse_key
+from services.importer.tokens import TokenSealer
 
 TOKEN = "hf_" + "x" * 34
 

@@ -135,3 +135,22 @@ def test_ensure_bucket_waits_for_storage_then_gives_up_naming_the_bucket(s3_env:
         threading.Timer(1.0, proxy.restore).start()
         store.ensure_bucket(wait=30)  # storage comes back within the wait: the bucket is made
         assert store.client.bucket_exists(store.bucket)
+
+
+def test_open_multipart_uploads_are_listed_by_prefix_and_aborted(object_store: ObjectStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListMultipartUploads through ObjectStore (a signed bucket request), page by page."""
+    from ferry import storage
+    from ferry.storage import MultipartUpload
+
+    assert object_store.list_multipart_uploads() == []
+    keys = ["d/1/a b.jsonl", "d/1/ü.jsonl", "d/2/c.jsonl", "e/x.jsonl"]
+    opened = {key: object_store.start_multipart(key) for key in keys}
+    monkeypatch.setattr(storage, "_LIST_UPLOADS_PAGE", 2)  # three answers for four uploads
+    listed = object_store.list_multipart_uploads()
+    assert sorted(listed, key=lambda u: u.key) == [MultipartUpload(k, opened[k]) for k in sorted(keys)]
+    assert {u.key for u in object_store.list_multipart_uploads("d/1/")} == {"d/1/a b.jsonl", "d/1/ü.jsonl"}
+    assert object_store.list_multipart_uploads("f/") == []
+    for upload in object_store.list_multipart_uploads("d/"):
+        object_store.abort_multipart(upload.key, upload.upload_id)
+    assert object_store.list_multipart_uploads() == [MultipartUpload("e/x.jsonl", opened["e/x.jsonl"])]

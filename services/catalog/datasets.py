@@ -94,6 +94,28 @@ def _row_to_dataset(row: sqlite3.Row) -> Dataset:
     )
 
 
+def _registration_row(
+    req: DatasetRegistration, training_type: TrainingType, splits: list[Split], target: Dataset | None
+) -> dict[str, Any]:
+    """The columns of a READY dataset row."""
+    return {
+        "name": req.name.strip(),
+        "state": DatasetState.READY.value,
+        "training_type": training_type.value,
+        "source_kind": req.source.kind.value,
+        "source_repo_id": req.source.repo_id,
+        "source_revision": req.source.revision,
+        "source_config": req.source.config,
+        "source_splits": json.dumps(list(req.source.splits)),
+        "splits": json.dumps([s.__dict__ for s in splits]),
+        "field_mappings": json.dumps(dict(req.field_mappings), sort_keys=True),
+        "features": _features_json(req.features),
+        "row_features": _features_json(req.row_features),
+        "created_at": time.time(),
+        "import_job_id": req.import_job_id or (target.import_job_id if target else ""),
+    }
+
+
 class Datasets:
     def __init__(self, db: Database, store: ObjectStore) -> None:
         self.db = db
@@ -204,6 +226,22 @@ class Datasets:
     def register(self, req: DatasetRegistration) -> Dataset:
         """Make a dataset READY. Registering again for the same import job returns the first result."""
         training_type = self._validate(req)
+        target = self._target(req)
+        if target is not None and self._already_registered(target, req):
+            return target
+        splits = [self._complete_split(s) for s in req.splits]
+        values = _registration_row(req, training_type, splits, target)
+        try:
+            dataset_id = self._write_registration(values, target)
+        except (_Raced, sqlite3.IntegrityError):
+            return self._raced_registration(req)
+        ds = self._load(dataset_id)
+        assert ds is not None
+        log.info("registered dataset %d %r (%s, %d splits)", ds.id, ds.name, training_type.value, len(splits))
+        return ds
+
+    def _target(self, req: DatasetRegistration) -> Dataset | None:
+        """The reserved dataset the registration fills (by import job, else by id); None for a new one."""
         target: Dataset | None = None
         if req.import_job_id:
             target = self._by_job(req.import_job_id)
@@ -220,58 +258,43 @@ class Datasets:
                 raise FailedPrecondition(
                     f"dataset {target.id} was reserved for import job {target.import_job_id}", field="import_job_id"
                 )
-        if target is not None:
-            if target.state is DatasetState.READY:
-                if req.import_job_id and target.import_job_id == req.import_job_id:
-                    return target
-                raise FailedPrecondition(f"dataset {target.id} is already registered", field="dataset_id")
-            if target.state is DatasetState.DELETING:
-                raise FailedPrecondition(f"dataset {target.id} is being deleted", field="dataset_id")
+        return target
 
-        splits = [self._complete_split(s) for s in req.splits]
-        values: dict[str, Any] = {
-            "name": req.name.strip(),
-            "state": DatasetState.READY.value,
-            "training_type": training_type.value,
-            "source_kind": req.source.kind.value,
-            "source_repo_id": req.source.repo_id,
-            "source_revision": req.source.revision,
-            "source_config": req.source.config,
-            "source_splits": json.dumps(list(req.source.splits)),
-            "splits": json.dumps([s.__dict__ for s in splits]),
-            "field_mappings": json.dumps(dict(req.field_mappings), sort_keys=True),
-            "features": _features_json(req.features),
-            "row_features": _features_json(req.row_features),
-            "created_at": time.time(),
-            "import_job_id": req.import_job_id or (target.import_job_id if target else ""),
-        }
-        cols = ", ".join(f"{k} = ?" for k in values)
-        try:
-            with self.db.transaction() as conn:
-                if target is None:
-                    cur = conn.execute(
-                        f"INSERT INTO datasets ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                        list(values.values()),
-                    )
-                    dataset_id = int(cur.lastrowid or 0)
-                else:
-                    cur = conn.execute(
-                        f"UPDATE datasets SET {cols} WHERE id = ? AND state = ?",
-                        [*values.values(), target.id, DatasetState.PENDING.value],
-                    )
-                    dataset_id = target.id
-                    if cur.rowcount == 0:
-                        raise _Raced()
-        except (_Raced, sqlite3.IntegrityError):
-            # A concurrent register for the same import job finished first: answer as it did.
-            winner = self._by_job(req.import_job_id) if req.import_job_id else None
-            if winner is not None and winner.state is DatasetState.READY:
-                return winner
-            raise FailedPrecondition(f"dataset {req.dataset_id} changed while registering; retry") from None
-        ds = self._load(dataset_id)
-        assert ds is not None
-        log.info("registered dataset %d %r (%s, %d splits)", ds.id, ds.name, training_type.value, len(splits))
-        return ds
+    @staticmethod
+    def _already_registered(target: Dataset, req: DatasetRegistration) -> bool:
+        """True when this import job registered `target` before; raises when it cannot be registered."""
+        if target.state is DatasetState.READY:
+            if req.import_job_id and target.import_job_id == req.import_job_id:
+                return True
+            raise FailedPrecondition(f"dataset {target.id} is already registered", field="dataset_id")
+        if target.state is DatasetState.DELETING:
+            raise FailedPrecondition(f"dataset {target.id} is being deleted", field="dataset_id")
+        return False
+
+    def _write_registration(self, values: dict[str, Any], target: Dataset | None) -> int:
+        """Insert the READY row, or fill the reserved one (raises _Raced when it is no longer PENDING)."""
+        with self.db.transaction() as conn:
+            if target is None:
+                cur = conn.execute(
+                    f"INSERT INTO datasets ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                    list(values.values()),
+                )
+                return int(cur.lastrowid or 0)
+            cols = ", ".join(f"{k} = ?" for k in values)
+            cur = conn.execute(
+                f"UPDATE datasets SET {cols} WHERE id = ? AND state = ?",
+                [*values.values(), target.id, DatasetState.PENDING.value],
+            )
+            if cur.rowcount == 0:
+                raise _Raced()
+            return target.id
+
+    def _raced_registration(self, req: DatasetRegistration) -> Dataset:
+        """A concurrent register for the same import job finished first: answer as it did."""
+        winner = self._by_job(req.import_job_id) if req.import_job_id else None
+        if winner is not None and winner.state is DatasetState.READY:
+            return winner
+        raise FailedPrecondition(f"dataset {req.dataset_id} changed while registering; retry") from None
 
     # -- listing ----------------------------------------------------------------------
 

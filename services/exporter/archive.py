@@ -103,38 +103,9 @@ def zip_stream(store: RangeReader, members: Iterable[Member], *, chunk_bytes: in
     finished = False
     try:
         for m in members:
-            stored = store.stat(m.key)
-            if stored is None:
-                raise DataLoss(f"file {m.name!r} of the export is missing from object storage")
-            if stored != m.size:
-                raise DataLoss(f"file {m.name!r} is {stored} bytes in object storage but was recorded as "
-                               f"{m.size} bytes; the archive was stopped")
-            info = zipfile.ZipInfo(m.path, date_time)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            # Before Python 3.13 (ZipInfo.compress_level) the level of an entry opened from a ZipInfo is only
-            # settable here; opening by name instead would date every entry 1980-01-01.
-            info._compresslevel = COMPRESS_LEVEL  # type: ignore[attr-defined]
-            info.external_attr = 0o644 << 16
-            info.file_size = m.size
-            entry = zf.open(info, "w", force_zip64=m.size >= ZIP64_ENTRY_BYTES)
-            digest = hashlib.sha256()
-            offset = 0
-            while offset < m.size:
-                if not is_active():
-                    raise Cancelled("the client went away; archive stopped")
-                want = min(read_bytes, m.size - offset)
-                data = store.get_bytes(m.key, offset, want)
-                if len(data) != want:
-                    raise DataLoss(f"file {m.name!r} ended after {offset + len(data)} of its recorded "
-                                   f"{m.size} bytes in object storage; the archive was stopped")
-                digest.update(data)
-                entry.write(data)
-                offset += want
-                del data
-                yield from sink.take(chunk_bytes)
-            if digest.hexdigest() != m.sha256:
-                raise DataLoss(f"file {m.name!r} in object storage does not match its recorded sha256 "
-                               f"({digest.hexdigest()} != {m.sha256}); the archive was stopped")
+            _check_stored_size(store, m)
+            entry = zf.open(_zip_info(m, date_time), "w", force_zip64=m.size >= ZIP64_ENTRY_BYTES)
+            yield from _copy_member(store, m, entry, sink, chunk_bytes, read_bytes, is_active)
             entry.close()
             entry = None
             yield from sink.take(chunk_bytes)
@@ -143,11 +114,58 @@ def zip_stream(store: RangeReader, members: Iterable[Member], *, chunk_bytes: in
         yield from sink.take(chunk_bytes, final=True)
     finally:
         if not finished:
-            # Stopped early: end zipfile's bookkeeping without emitting another byte.
-            sink.discard = True
-            sink.buf.clear()
-            for close in ((entry.close,) if entry is not None else ()) + (zf.close,):
-                try:
-                    close()
-                except Exception:  # noqa: BLE001 - nothing more is sent; the original error matters
-                    pass
+            _abandon(sink, zf, entry)
+
+
+def _check_stored_size(store: RangeReader, m: Member) -> None:
+    stored = store.stat(m.key)
+    if stored is None:
+        raise DataLoss(f"file {m.name!r} of the export is missing from object storage")
+    if stored != m.size:
+        raise DataLoss(f"file {m.name!r} is {stored} bytes in object storage but was recorded as "
+                       f"{m.size} bytes; the archive was stopped")
+
+
+def _zip_info(m: Member, date_time: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(m.path, date_time)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    # Before Python 3.13 (ZipInfo.compress_level) the level of an entry opened from a ZipInfo is only
+    # settable here; opening by name instead would date every entry 1980-01-01.
+    info._compresslevel = COMPRESS_LEVEL  # type: ignore[attr-defined]
+    info.external_attr = 0o644 << 16
+    info.file_size = m.size
+    return info
+
+
+def _copy_member(store: RangeReader, m: Member, entry: IO[bytes], sink: _Sink, chunk_bytes: int,
+                 read_bytes: int, is_active: Callable[[], bool]) -> Generator[bytes, None, None]:
+    """Write a stored file into its open entry range by range, yielding full chunks; check its sha256."""
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < m.size:
+        if not is_active():
+            raise Cancelled("the client went away; archive stopped")
+        want = min(read_bytes, m.size - offset)
+        data = store.get_bytes(m.key, offset, want)
+        if len(data) != want:
+            raise DataLoss(f"file {m.name!r} ended after {offset + len(data)} of its recorded "
+                           f"{m.size} bytes in object storage; the archive was stopped")
+        digest.update(data)
+        entry.write(data)
+        offset += want
+        del data
+        yield from sink.take(chunk_bytes)
+    if digest.hexdigest() != m.sha256:
+        raise DataLoss(f"file {m.name!r} in object storage does not match its recorded sha256 "
+                       f"({digest.hexdigest()} != {m.sha256}); the archive was stopped")
+
+
+def _abandon(sink: _Sink, zf: zipfile.ZipFile, entry: IO[bytes] | None) -> None:
+    """Stopped early: end zipfile's bookkeeping without emitting another byte."""
+    sink.discard = True
+    sink.buf.clear()
+    for close in ((entry.close,) if entry is not None else ()) + (zf.close,):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - nothing more is sent; the original error matters
+            pass

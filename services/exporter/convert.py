@@ -443,75 +443,114 @@ def _metadata_json(ctx: Context, index: pl.Expr, extra: Sequence[pl.Expr] | None
     return _cat(*parts, _lit("}"))
 
 
-def _vector_expr(fmt: str, ctx: Context, index: pl.Expr) -> tuple[pl.Expr, pl.Expr | None] | None:
+# (JSON text expression, mask of rows left to the per-row builder), or None when a format has no vector path.
+_Plan = tuple[pl.Expr, pl.Expr | None]
+
+
+def _vector_expr(fmt: str, ctx: Context, index: pl.Expr) -> _Plan | None:
     """(JSON text expression, mask of rows left to the per-row builder) or None when unsupported."""
+    build = _VECTOR_PLANS.get(fmt)
+    return build(ctx, index) if build is not None else None
+
+
+def _openai_plan(ctx: Context, index: pl.Expr) -> _Plan | None:
+    return _cat(_lit('{"messages":'), _messages_json(ctx), _lit("}")), None
+
+
+def _openai_dpo_plan(ctx: Context, index: pl.Expr) -> _Plan | None:
+    if ctx.training_type is not TrainingType.DPO:
+        return None
+    return _cat(
+        _lit('{"input":{"messages":'), _messages_json(ctx, with_response=False),
+        _lit('},"preferred_output":['), _turn("assistant", pl.col("chosen")),
+        _lit('],"non_preferred_output":['), _turn("assistant", pl.col("rejected")), _lit("]}")), None
+
+
+def _huggingface_plan(ctx: Context, index: pl.Expr) -> _Plan | None:
     tt = ctx.training_type
-    chat = tt is TrainingType.CHAT
-    if fmt == "openai":
+    if tt is TrainingType.CHAT:
         return _cat(_lit('{"messages":'), _messages_json(ctx), _lit("}")), None
-    if fmt == "openai_dpo" and tt is TrainingType.DPO:
-        return _cat(
-            _lit('{"input":{"messages":'), _messages_json(ctx, with_response=False),
-            _lit('},"preferred_output":['), _turn("assistant", pl.col("chosen")),
-            _lit('],"non_preferred_output":['), _turn("assistant", pl.col("rejected")), _lit("]}")), None
-    if fmt == "huggingface":
-        if chat:
-            return _cat(_lit('{"messages":'), _messages_json(ctx), _lit("}")), None
-        parts: list[pl.Expr] = []
-        for i, key in enumerate(k for k in SCHEMAS[tt] if k not in ("system", "history")):
-            parts += [_lit(("{" if i == 0 else ",") + f'"{key}":'), _j(pl.col(key))]
-        parts += [_lit(',"system":'), _j(_system_expr(ctx)), _lit(',"history":'),
-                  pl.when(_has_history()).then(_j(pl.col("history"))).otherwise(_lit("null")), _lit("}")]
-        return _cat(*parts), None
-    if fmt == "alpaca" and not chat:
+    parts: list[pl.Expr] = []
+    for i, key in enumerate(k for k in SCHEMAS[tt] if k not in ("system", "history")):
+        parts += [_lit(("{" if i == 0 else ",") + f'"{key}":'), _j(pl.col(key))]
+    parts += [_lit(',"system":'), _j(_system_expr(ctx)), _lit(',"history":'),
+              pl.when(_has_history()).then(_j(pl.col("history"))).otherwise(_lit("null")), _lit("}")]
+    return _cat(*parts), None
+
+
+def _alpaca_plan(ctx: Context, index: pl.Expr) -> _Plan | None:
+    tt = ctx.training_type
+    if tt is TrainingType.CHAT:
+        return None
+    system = _system_expr(ctx)
+    parts = [_lit('{"instruction":'), _j(pl.col("prompt")), _lit(',"input":""')]
+    if tt is TrainingType.SL:
+        parts += [_lit(',"output":'), _j(pl.col("completion"))]
+    else:
+        parts += [_lit(',"chosen":'), _j(pl.col("chosen")), _lit(',"rejected":'), _j(pl.col("rejected"))]
+    parts += [_opt(system.is_not_null(), _lit(',"system":'), _j(system)),
+              _opt(_has_history(), _lit(',"history":'), _history_pairs()), _lit("}")]
+    return _cat(*parts), _has_history() & ~_regular_history()
+
+
+def _sharegpt_plan(ctx: Context, index: pl.Expr) -> _Plan | None:
+    tt = ctx.training_type
+    if tt is TrainingType.CHAT:
+        return None
+    system = _system_expr(ctx)
+    keys = ("from", "value")
+    parts = [_lit('{"conversations":['), _opt(system.is_not_null(), _turn("system", system, keys), _lit(",")),
+             _renamed(_history_items(), SHAREGPT_FROM, keys), _turn("human", pl.col("prompt"), keys)]
+    if tt is TrainingType.SL:
+        parts += [_lit(","), _turn("gpt", pl.col("completion"), keys), _lit("]")]
+    else:
+        parts += [_lit('],"chosen":'), _turn("gpt", pl.col("chosen"), keys),
+                  _lit(',"rejected":'), _turn("gpt", pl.col("rejected"), keys)]
+    return _cat(*parts, _lit("}")), _has_history() & ~_regular_history()
+
+
+def _langchain_plan(ctx: Context, index: pl.Expr) -> _Plan | None:
+    chat = ctx.training_type is TrainingType.CHAT
+    if ctx.export_type == "chat":
+        msgs = _messages_json(ctx, names=LANGCHAIN_TYPES, keys=("type", "content"))
+        return _cat(_lit('{"messages":'), msgs, _lit(',"metadata":'), _metadata_json(ctx, index), _lit("}")), None
+    if ctx.export_type == "documents":
+        return _cat(_lit('{"page_content":'), _j(_langchain_page_content(ctx)), _lit(',"metadata":'),
+                    _metadata_json(ctx, index), _lit("}")), None
+    if ctx.export_type == "qa_pairs" and not chat:
         system = _system_expr(ctx)
-        parts = [_lit('{"instruction":'), _j(pl.col("prompt")), _lit(',"input":""')]
-        if tt is TrainingType.SL:
-            parts += [_lit(',"output":'), _j(pl.col("completion"))]
-        else:
-            parts += [_lit(',"chosen":'), _j(pl.col("chosen")), _lit(',"rejected":'), _j(pl.col("rejected"))]
-        parts += [_opt(system.is_not_null(), _lit(',"system":'), _j(system)),
-                  _opt(_has_history(), _lit(',"history":'), _history_pairs()), _lit("}")]
-        return _cat(*parts), _has_history() & ~_regular_history()
-    if fmt == "sharegpt" and not chat:
-        system = _system_expr(ctx)
-        keys = ("from", "value")
-        parts = [_lit('{"conversations":['), _opt(system.is_not_null(), _turn("system", system, keys), _lit(",")),
-                 _renamed(_history_items(), SHAREGPT_FROM, keys), _turn("human", pl.col("prompt"), keys)]
-        if tt is TrainingType.SL:
-            parts += [_lit(","), _turn("gpt", pl.col("completion"), keys), _lit("]")]
-        else:
-            parts += [_lit('],"chosen":'), _turn("gpt", pl.col("chosen"), keys),
-                      _lit(',"rejected":'), _turn("gpt", pl.col("rejected"), keys)]
-        return _cat(*parts, _lit("}")), _has_history() & ~_regular_history()
-    if fmt == "langchain":
-        meta = _metadata_json(ctx, index)
-        if ctx.export_type == "chat":
-            msgs = _messages_json(ctx, names=LANGCHAIN_TYPES, keys=("type", "content"))
-            return _cat(_lit('{"messages":'), msgs, _lit(',"metadata":'), meta, _lit("}")), None
-        if ctx.export_type == "documents":
-            names = {"system": "System", "user": "Human", "assistant": "AI"}
-            turns = pl.element().struct.field("role").replace_strict(names, return_dtype=pl.String)
-            line = pl.concat_str([turns, pl.lit(": "), pl.element().struct.field("content")])
-            if chat:
-                text = _openai_messages_expr(ctx).list.eval(line).list.join("\n")
-            else:
-                system = _system_expr(ctx)
-                hist = pl.when(_has_history()).then(
-                    pl.col("history").list.eval(line).list.join("\n") + pl.lit("\n")).otherwise(pl.lit(""))
-                text = pl.concat_str([
-                    pl.when(system.is_not_null()).then(pl.lit("System: ") + system + pl.lit("\n")).otherwise(
-                        pl.lit("")),
-                    hist, pl.lit("Human: "), pl.col("prompt"), pl.lit("\nAI: "), pl.col(_response_key(tt))])
-            return _cat(_lit('{"page_content":'), _j(text), _lit(',"metadata":'), meta, _lit("}")), None
-        if ctx.export_type == "qa_pairs" and not chat:
-            system = _system_expr(ctx)
-            meta = _metadata_json(ctx, index, [
-                _opt(system.is_not_null(), _lit(',"system":'), _j(system)),
-                _opt(_has_history(), _lit(',"history":'), _j(pl.col("history")))])
-            return _cat(_lit('{"question":'), _j(pl.col("prompt")), _lit(',"answer":'),
-                        _j(pl.col(_response_key(tt))), _lit(',"metadata":'), meta, _lit("}")), None
+        meta = _metadata_json(ctx, index, [
+            _opt(system.is_not_null(), _lit(',"system":'), _j(system)),
+            _opt(_has_history(), _lit(',"history":'), _j(pl.col("history")))])
+        return _cat(_lit('{"question":'), _j(pl.col("prompt")), _lit(',"answer":'),
+                    _j(pl.col(_response_key(ctx.training_type))), _lit(',"metadata":'), meta, _lit("}")), None
     return None
+
+
+def _langchain_page_content(ctx: Context) -> pl.Expr:
+    """A langchain document's text: one "System: / Human: / AI: <content>" line per turn."""
+    tt = ctx.training_type
+    names = {"system": "System", "user": "Human", "assistant": "AI"}
+    turns = pl.element().struct.field("role").replace_strict(names, return_dtype=pl.String)
+    line = pl.concat_str([turns, pl.lit(": "), pl.element().struct.field("content")])
+    if tt is TrainingType.CHAT:
+        return _openai_messages_expr(ctx).list.eval(line).list.join("\n")
+    system = _system_expr(ctx)
+    hist = pl.when(_has_history()).then(
+        pl.col("history").list.eval(line).list.join("\n") + pl.lit("\n")).otherwise(pl.lit(""))
+    return pl.concat_str([
+        pl.when(system.is_not_null()).then(pl.lit("System: ") + system + pl.lit("\n")).otherwise(pl.lit("")),
+        hist, pl.lit("Human: "), pl.col("prompt"), pl.lit("\nAI: "), pl.col(_response_key(tt))])
+
+
+_VECTOR_PLANS: dict[str, Callable[[Context, pl.Expr], _Plan | None]] = {
+    "openai": _openai_plan,
+    "openai_dpo": _openai_dpo_plan,
+    "huggingface": _huggingface_plan,
+    "alpaca": _alpaca_plan,
+    "sharegpt": _sharegpt_plan,
+    "langchain": _langchain_plan,
+}
 
 
 def _index_series(index: int | Sequence[int], n: int) -> pl.Series:

@@ -350,63 +350,78 @@ class Exporter:
             log.warning("could not remove %s", prefix, exc_info=True)
 
     def _produce(self) -> None:
-        name = self.req.output_filename
-        ext = self.fmt.file_extension
         rows_total = sum(s.num_rows for s in self.splits)
         bytes_total = sum(s.num_bytes for s in self.splits)
         shuffle = self.req.train_split < 1.0
-        c = self.counter
         # A split export reads the source twice (into the shuffle spool, then out of it in split order): bytes
         # count both passes, so they track the work; rows count converted rows only, once each.
-        c.rows_total = rows_total
-        c.bytes_total = bytes_total * (2 if shuffle else 1)
+        self.counter.rows_total = rows_total
+        self.counter.bytes_total = bytes_total * (2 if shuffle else 1)
         hf = self.fmt.name == "huggingface"
         split_files: list[tuple[str, OutputFile, int]] = []  # (split, file, rows) for the HF card
-        if not shuffle:
-            if hf:
-                for s in self.splits:
-                    rows_before = c.rows
-                    f = self._upload(f"{name}/{s.name}.jsonl",
-                                     self._frame(self._records(self._source_batches(s), None)))
-                    split_files.append((s.name, f, c.rows - rows_before))
-            else:
-                def all_splits() -> Iterator[tuple[bytes, int]]:
-                    for s in self.splits:
-                        yield from self._source_batches(s)
-
-                self._upload(f"{name}{ext}", self._frame(self._records(all_splits(), "train")))
+        if shuffle:
+            split_files = self._produce_shuffled(rows_total, bytes_total, hf)
+        elif hf:
+            split_files = self._produce_hf_splits()
         else:
-            spool = ShuffleSpool(rows_total, bytes_total, self.req.train_split, self.req.seed, self.tmp_dir)
-            try:
-                for s in self.splits:
-                    for data in iter_line_batches(self.store, s.key, self.batch_bytes):
-                        lines = data.split(b"\n")[:-1]
-                        spool.add(lines)
-                        self._advance(0, len(data))
-                spool.finish_pass1()
-                for split in ("train", "validation"):
-                    rows_before = c.rows
-                    batches = spool.iter_split(split, self.batch_bytes)
-                    if hf:
-                        fname = f"{name}/{split}.jsonl"
-                    else:
-                        fname = f"{name}_{split}{ext}"
-                    f = self._upload(fname, self._frame(self._records(batches, split)))
-                    split_files.append((split, f, c.rows - rows_before))
-                    if hf and c.rows == rows_before:
-                        # An empty split (tiny dataset) would break datasets.load_dataset: leave it out.
-                        self.store.delete(f.key)
-                        self.staged.remove(f)
-            finally:
-                spool.close()
+            self._produce_one_file()
         if hf:
             self._hf_metadata(split_files)
         if self.feeder is not None:
-            report = self.feeder.result()
-            from services.exporter.openai_report import render_text
+            self._put_report(self.feeder.result())
 
-            self._put(f"{name}.validation.json", json.dumps(report, indent=2, ensure_ascii=False).encode())
-            self._put(f"{name}.validation.txt", render_text(report).encode())
+    def _produce_one_file(self) -> None:
+        """Every source split, in order, into one file."""
+        def all_splits() -> Iterator[tuple[bytes, int]]:
+            for s in self.splits:
+                yield from self._source_batches(s)
+
+        name = self.req.output_filename
+        self._upload(f"{name}{self.fmt.file_extension}", self._frame(self._records(all_splits(), "train")))
+
+    def _produce_hf_splits(self) -> list[tuple[str, OutputFile, int]]:
+        """One huggingface file per source split: (split, file, rows)."""
+        split_files = []
+        for s in self.splits:
+            rows_before = self.counter.rows
+            f = self._upload(f"{self.req.output_filename}/{s.name}.jsonl",
+                             self._frame(self._records(self._source_batches(s), None)))
+            split_files.append((s.name, f, self.counter.rows - rows_before))
+        return split_files
+
+    def _produce_shuffled(self, rows_total: int, bytes_total: int, hf: bool) -> list[tuple[str, OutputFile, int]]:
+        """Shuffle every source row into train and validation files: (split, file, rows)."""
+        spool = ShuffleSpool(rows_total, bytes_total, self.req.train_split, self.req.seed, self.tmp_dir)
+        try:
+            for s in self.splits:
+                for data in iter_line_batches(self.store, s.key, self.batch_bytes):
+                    lines = data.split(b"\n")[:-1]
+                    spool.add(lines)
+                    self._advance(0, len(data))
+            spool.finish_pass1()
+            return [self._upload_shuffled(spool, split, hf) for split in ("train", "validation")]
+        finally:
+            spool.close()
+
+    def _upload_shuffled(self, spool: ShuffleSpool, split: str, hf: bool) -> tuple[str, OutputFile, int]:
+        name = self.req.output_filename
+        rows_before = self.counter.rows
+        batches = spool.iter_split(split, self.batch_bytes)
+        fname = f"{name}/{split}.jsonl" if hf else f"{name}_{split}{self.fmt.file_extension}"
+        f = self._upload(fname, self._frame(self._records(batches, split)))
+        rows = self.counter.rows - rows_before
+        if hf and rows == 0:
+            # An empty split (tiny dataset) would break datasets.load_dataset: leave it out.
+            self.store.delete(f.key)
+            self.staged.remove(f)
+        return split, f, rows
+
+    def _put_report(self, report: dict[str, Any]) -> None:
+        from services.exporter.openai_report import render_text
+
+        name = self.req.output_filename
+        self._put(f"{name}.validation.json", json.dumps(report, indent=2, ensure_ascii=False).encode())
+        self._put(f"{name}.validation.txt", render_text(report).encode())
 
     def _hf_metadata(self, split_files: list[tuple[str, OutputFile, int]]) -> None:
         name = self.req.output_filename

@@ -207,38 +207,8 @@ class Runner:
         job = self.job
         stop = threading.Event()
         hb = threading.Thread(target=self._heartbeat, args=(stop,), name=f"hb:{job.id[:8]}", daemon=True)
-        exporter: engine.Exporter | None = None
         try:
-            req = ExportRequest.from_json(json.loads(job.request_json))
-            self._update(phase=Phase.EXPORTING, message=f"exporting {req.format}")
-            hb.start()
-            try:
-                ds = self.pool.catalog.get_dataset(req.dataset_id)
-            except NotFound:
-                raise NotFound(f"dataset {req.dataset_id} no longer exists (deleted before the export ran)") from None
-            src = source_dataset(ds)
-            check_dataset(get_format(req.format), src.training_type, [s.name for s in src.splits],
-                          req.additional_params)
-            exporter = engine.Exporter(
-                self.pool.store, src, req, job.id, self.on_progress, run_id=f"{job.attempt}-{uuid.uuid4().hex[:8]}",
-                tmp_dir=self.pool.cfg.tmp_dir or None, batch_bytes=self.pool.cfg.batch_bytes, on_phase=self.on_phase,
-                report_processes=self.pool.cfg.report_processes)
-            files = exporter.run()
-            self._stop_heartbeat(stop, hb)
-            if self.cancel.is_set():
-                exporter.discard()
-                raise Cancelled("export cancelled")
-            with self._lock:
-                progress = self.progress
-                progress.rows_done = progress.rows_total
-                progress.bytes_done = progress.bytes_total
-            try:
-                self._update(phase=Phase.COMPLETE, progress=progress, message=f"complete: {len(files)} files",
-                             files=[JobFile(f.name, f.key, f.size, f.sha256) for f in files])
-            except BaseException:
-                exporter.discard()
-                raise
-            log.info("export %s complete: %d files", job.id, len(files))
+            self._export(stop, hb)
         except Cancelled:
             self._stop_heartbeat(stop, hb)
             self._end(Phase.CANCELLED, message="cancelled; no files were kept")
@@ -255,6 +225,48 @@ class Runner:
             self._end(Phase.ERROR, error=f"internal error ({type(exc).__name__}, ref {ref})")
         finally:
             stop.set()
+
+    def _export(self, stop: threading.Event, hb: threading.Thread) -> None:
+        """Run the export to COMPLETE; raises what ends it otherwise (run() records that)."""
+        req = ExportRequest.from_json(json.loads(self.job.request_json))
+        self._update(phase=Phase.EXPORTING, message=f"exporting {req.format}")
+        hb.start()
+        exporter = self._exporter(req)
+        files = exporter.run()
+        self._stop_heartbeat(stop, hb)
+        if self.cancel.is_set():
+            exporter.discard()
+            raise Cancelled("export cancelled")
+        self._complete(exporter, files)
+        log.info("export %s complete: %d files", self.job.id, len(files))
+
+    def _exporter(self, req: ExportRequest) -> engine.Exporter:
+        """The pipeline for the request, once its dataset is found and fits the format."""
+        try:
+            ds = self.pool.catalog.get_dataset(req.dataset_id)
+        except NotFound:
+            raise NotFound(f"dataset {req.dataset_id} no longer exists (deleted before the export ran)") from None
+        src = source_dataset(ds)
+        check_dataset(get_format(req.format), src.training_type, [s.name for s in src.splits],
+                      req.additional_params)
+        cfg = self.pool.cfg
+        return engine.Exporter(
+            self.pool.store, src, req, self.job.id, self.on_progress,
+            run_id=f"{self.job.attempt}-{uuid.uuid4().hex[:8]}", tmp_dir=cfg.tmp_dir or None,
+            batch_bytes=cfg.batch_bytes, on_phase=self.on_phase, report_processes=cfg.report_processes)
+
+    def _complete(self, exporter: engine.Exporter, files: list[engine.OutputFile]) -> None:
+        """Record COMPLETE with the files; if that fails the files are removed."""
+        with self._lock:
+            progress = self.progress
+            progress.rows_done = progress.rows_total
+            progress.bytes_done = progress.bytes_total
+        try:
+            self._update(phase=Phase.COMPLETE, progress=progress, message=f"complete: {len(files)} files",
+                         files=[JobFile(f.name, f.key, f.size, f.sha256) for f in files])
+        except BaseException:
+            exporter.discard()
+            raise
 
     def _explain(self, exc: FerryError) -> str:
         """A missing object usually means the dataset was deleted mid-export: say so."""

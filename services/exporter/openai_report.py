@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -611,47 +611,12 @@ class OpenAIReport:
     def finish(self) -> dict[str, Any]:
         """The report as a JSON-ready dict (may be called more than once)."""
         train = self._splits.get("train") or _Split()
-        splits: dict[str, Any] = {}
-        totals: dict[str, int] = {}
         ordered = sorted(self._splits.items(), key=lambda item: (item[0] != "train", item[0] != "validation"))
-        for name, st in ordered:
-            for kind, n in st.error_counts.items():
-                totals[kind] = totals.get(kind, 0) + n
-            splits[name] = {
-                "lines": st.lines,
-                "examples": st.examples,
-                "blank_lines": st.blank,
-                "invalid_lines": st.invalid_lines,
-                "format_errors": {k: st.error_counts[k] for k in ERROR_TYPES if k in st.error_counts},
-                "format_error_lines": {k: list(st.error_samples[k]) for k in ERROR_TYPES if k in st.error_samples},
-                "total_tokens": st.tokens.total,
-                "assistant_tokens": st.assistant_tokens.total,
-                "tokens_per_example": st.tokens.summary(),
-                "assistant_tokens_per_example": st.assistant_tokens.summary(),
-                "messages_per_example": st.messages.summary(),
-                "over_context_limit": st.over_limit,
-                "over_context_limit_lines": list(st.over_limit_samples),
-                "tokens_capped_at_context_limit": st.capped_tokens,
-                "missing_system": st.missing_system,
-                "missing_system_lines": list(st.missing_system_samples),
-                "missing_user": st.missing_user,
-                "missing_user_lines": list(st.missing_user_samples),
-                "billed": name == "train",
-            }
-        format_errors = {k: totals[k] for k in ERROR_TYPES if k in totals}
-
+        splits = {name: _split_report(name, st) for name, st in ordered}
+        format_errors = _total_errors(st for _, st in ordered)
         auto_epochs = default_epochs(train.examples)
         n_epochs = self.n_epochs if self.n_epochs is not None else auto_epochs
         billed_tokens = train.capped_tokens * n_epochs
-        price = self.price_table.get(self.model)
-        cost = {
-            "currency": "USD",
-            "usd_per_1m_training_tokens": price,
-            "price_model": self.model,
-            "price_source": self.price_sources.get(self.model, "no price known"),
-            "estimated_usd": round(billed_tokens * price / 1_000_000, 4) if price is not None else None,
-        }
-
         warnings = self._warnings(train, splits, n_epochs, auto_epochs)
         return {
             "format": "openai-chat",
@@ -676,13 +641,24 @@ class OpenAIReport:
                 "billed_tokens": billed_tokens,
                 "note": "sum over train examples of min(context_limit, tokens) x n_epochs; validation not billed",
             },
-            "cost": cost,
+            "cost": self._cost(billed_tokens),
             "token_counting": {
                 "tokenizer": f"{self.encoding} (bpe-openai)",
                 "rule": "cookbook num_tokens_from_messages: 3 per message + tokens of every value "
                         "+ 1 per name + 3 reply priming",
             },
             "warnings": warnings,
+        }
+
+    def _cost(self, billed_tokens: int) -> dict[str, Any]:
+        """The estimated training cost of `billed_tokens` at the model's price (None when no price is known)."""
+        price = self.price_table.get(self.model)
+        return {
+            "currency": "USD",
+            "usd_per_1m_training_tokens": price,
+            "price_model": self.model,
+            "price_source": self.price_sources.get(self.model, "no price known"),
+            "estimated_usd": round(billed_tokens * price / 1_000_000, 4) if price is not None else None,
         }
 
     def _warnings(self, train: _Split, splits: dict[str, Any], n_epochs: int, auto_epochs: int) -> list[str]:
@@ -717,6 +693,40 @@ def _lines(lines: list[int]) -> str:
     return ", ".join(str(n) for n in lines) + (", ..." if len(lines) >= SAMPLE_LINES else "")
 
 
+def _split_report(name: str, st: _Split) -> dict[str, Any]:
+    """One split's part of the report."""
+    return {
+        "lines": st.lines,
+        "examples": st.examples,
+        "blank_lines": st.blank,
+        "invalid_lines": st.invalid_lines,
+        "format_errors": {k: st.error_counts[k] for k in ERROR_TYPES if k in st.error_counts},
+        "format_error_lines": {k: list(st.error_samples[k]) for k in ERROR_TYPES if k in st.error_samples},
+        "total_tokens": st.tokens.total,
+        "assistant_tokens": st.assistant_tokens.total,
+        "tokens_per_example": st.tokens.summary(),
+        "assistant_tokens_per_example": st.assistant_tokens.summary(),
+        "messages_per_example": st.messages.summary(),
+        "over_context_limit": st.over_limit,
+        "over_context_limit_lines": list(st.over_limit_samples),
+        "tokens_capped_at_context_limit": st.capped_tokens,
+        "missing_system": st.missing_system,
+        "missing_system_lines": list(st.missing_system_samples),
+        "missing_user": st.missing_user,
+        "missing_user_lines": list(st.missing_user_samples),
+        "billed": name == "train",
+    }
+
+
+def _total_errors(splits: Iterable[_Split]) -> dict[str, int]:
+    """Format error counts over every split, in ERROR_TYPES order."""
+    totals: dict[str, int] = {}
+    for st in splits:
+        for kind, n in st.error_counts.items():
+            totals[kind] = totals.get(kind, 0) + n
+    return {k: totals[k] for k in ERROR_TYPES if k in totals}
+
+
 # ---------------------------------------------------------------------------
 # Text rendering
 # ---------------------------------------------------------------------------
@@ -728,54 +738,81 @@ def _fmt(value: float) -> str:
 
 def render_text(report: dict) -> str:
     """The report as the readable `.validation.txt` written next to the export."""
-    out: list[str] = []
-    errors = report["format_errors"]
+    out = _text_verdict(report)
+    out.append("")
+    if report["format_errors"]:
+        out.extend(_text_format_errors(report))
+        out.append("")
+    for name, s in report["splits"].items():
+        out.extend(_text_split(name, s, report["context_limit"]))
+    out.append("")
+    out.extend(_text_billing(report))
+    if report["warnings"]:
+        out.append("")
+        out.append("Warnings:")
+        out.extend(f"  - {w}" for w in report["warnings"])
+    return "\n".join(out) + "\n"
+
+
+def _text_verdict(report: dict) -> list[str]:
+    """VALID / INVALID and the model."""
     if report["is_valid"]:
-        out.append(f"VALID: {report['examples']:,} examples passed OpenAI's chat fine-tuning format checks.")
+        verdict = f"VALID: {report['examples']:,} examples passed OpenAI's chat fine-tuning format checks."
     else:
         bad = sum(s["invalid_lines"] for s in report["splits"].values())
-        out.append(f"INVALID: {bad:,} of {report['lines']:,} lines have format errors; OpenAI will reject this file.")
-    out.append(f"Model: {report['model']} (tokenizer {report['encoding']}, context limit {report['context_limit']:,})")
-    out.append("")
+        verdict = f"INVALID: {bad:,} of {report['lines']:,} lines have format errors; OpenAI will reject this file."
+    return [
+        verdict,
+        f"Model: {report['model']} (tokenizer {report['encoding']}, context limit {report['context_limit']:,})",
+    ]
 
-    if errors:
-        out.append("Format errors (lines with the error; first line numbers):")
-        for name, s in report["splits"].items():
-            for kind, n in s["format_errors"].items():
-                desc = ERROR_DESCRIPTIONS.get(kind, "")
-                out.append(f"  {name}: {kind}: {n:,}  - {desc}; lines {_lines(s['format_error_lines'][kind])}")
-        out.append("")
 
+def _text_format_errors(report: dict) -> list[str]:
+    """Every split's format errors with their first line numbers."""
+    out = ["Format errors (lines with the error; first line numbers):"]
     for name, s in report["splits"].items():
-        out.append(f"[{name}] {s['lines']:,} lines, {s['examples']:,} examples, {s['total_tokens']:,} tokens "
-                   f"({s['assistant_tokens']:,} in assistant messages){'' if s['billed'] else ' - not billed'}")
-        for label, key in (("tokens per example", "tokens_per_example"),
-                           ("assistant tokens per example", "assistant_tokens_per_example"),
-                           ("messages per example", "messages_per_example")):
-            d = s[key]
-            if not d["count"]:
-                continue
-            out.append(f"  {label}: min {_fmt(d['min'])} / max {_fmt(d['max'])}; mean {_fmt(d['mean'])} / "
-                       f"median {_fmt(d['median'])}; p5 {_fmt(d['p5'])} / p95 {_fmt(d['p95'])}")
-        out.append(f"  over the {report['context_limit']:,}-token limit (truncated): {s['over_context_limit']:,}")
-        out.append(f"  missing system message: {s['missing_system']:,}; missing user message: {s['missing_user']:,}")
-    out.append("")
+        for kind, n in s["format_errors"].items():
+            desc = ERROR_DESCRIPTIONS.get(kind, "")
+            out.append(f"  {name}: {kind}: {n:,}  - {desc}; lines {_lines(s['format_error_lines'][kind])}")
+    return out
 
+
+_TEXT_DISTRIBUTIONS = (
+    ("tokens per example", "tokens_per_example"),
+    ("assistant tokens per example", "assistant_tokens_per_example"),
+    ("messages per example", "messages_per_example"),
+)
+
+
+def _text_split(name: str, s: dict, context_limit: int) -> list[str]:
+    """One split's counts and distributions."""
+    out = [f"[{name}] {s['lines']:,} lines, {s['examples']:,} examples, {s['total_tokens']:,} tokens "
+           f"({s['assistant_tokens']:,} in assistant messages){'' if s['billed'] else ' - not billed'}"]
+    for label, key in _TEXT_DISTRIBUTIONS:
+        d = s[key]
+        if not d["count"]:
+            continue
+        out.append(f"  {label}: min {_fmt(d['min'])} / max {_fmt(d['max'])}; mean {_fmt(d['mean'])} / "
+                   f"median {_fmt(d['median'])}; p5 {_fmt(d['p5'])} / p95 {_fmt(d['p95'])}")
+    out.append(f"  over the {context_limit:,}-token limit (truncated): {s['over_context_limit']:,}")
+    out.append(f"  missing system message: {s['missing_system']:,}; missing user message: {s['missing_user']:,}")
+    return out
+
+
+def _text_billing(report: dict) -> list[str]:
+    """Epochs, billed tokens, cost and how tokens were counted."""
     ep = report["epochs"]
     bill = report["billing"]
-    out.append(f"Epochs: {ep['n_epochs']} ({ep['source']}; {ep['train_examples']:,} training examples)")
-    out.append(f"Billed training tokens: {bill['train_tokens_capped']:,} x {bill['n_epochs']} epochs = "
-               f"{bill['billed_tokens']:,} (validation not billed)")
     cost = report["cost"]
+    out = [
+        f"Epochs: {ep['n_epochs']} ({ep['source']}; {ep['train_examples']:,} training examples)",
+        f"Billed training tokens: {bill['train_tokens_capped']:,} x {bill['n_epochs']} epochs = "
+        f"{bill['billed_tokens']:,} (validation not billed)",
+    ]
     if cost["estimated_usd"] is None:
         out.append(f"Estimated cost: unknown (no price for {cost['price_model']})")
     else:
         out.append(f"Estimated cost: ${cost['estimated_usd']:,.2f} at ${cost['usd_per_1m_training_tokens']:,.2f} per 1M "
                    f"training tokens for {cost['price_model']} (price source: {cost['price_source']})")
     out.append(f"Token counts: {report['token_counting']['tokenizer']}; {report['token_counting']['rule']}.")
-
-    if report["warnings"]:
-        out.append("")
-        out.append("Warnings:")
-        out.extend(f"  - {w}" for w in report["warnings"])
-    return "\n".join(out) + "\n"
+    return out

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from ferry import config as c
 from ferry.config import ConfigError
-from services.importer.tokens import parse_key
+from ferry.tokens import parse_key
 
 
 class ImporterConfig(c.Settings):

@@ -25,9 +25,16 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from ferry.canonical import TrainingType
 from ferry.catalog_client import CatalogClient
@@ -324,27 +331,43 @@ class Runner:
             self.reporter.close()
 
     def _run_retrying(self) -> None:
-        for attempt in range(TRANSIENT_RETRIES + 1):
-            try:
-                self._run()
-                return
-            except Unavailable as exc:
-                if self.pool.stopping.is_set():
-                    raise _Stop() from exc  # shutting down anyway: the next owner resumes from the checkpoint
-                if attempt == TRANSIENT_RETRIES or self.reporter.lost:
-                    raise
-                delay = RETRY_BASE_SECONDS * 2 ** attempt
-                log.warning("job %s: %s; resuming from the last checkpoint in %.0fs (retry %d of %d)",
-                            self.job.id, exc.message, delay, attempt + 1, TRANSIENT_RETRIES)
-                self._rewind()
-                try:
-                    self.reporter.send(message=f"{exc.message}; resuming from the last checkpoint in {delay:.0f}s "
-                                               f"(retry {attempt + 1} of {TRANSIENT_RETRIES})")
-                except FerryError:
-                    pass  # the catalog may be what is down; the heartbeat thread keeps trying
-                if self.pool.stopping.wait(delay):
-                    raise _Stop() from None
-                self.check()
+        """_run(), resumed from the last checkpoint after each Unavailable (TRANSIENT_RETRIES times, waiting
+        RETRY_BASE_SECONDS doubling); then the last Unavailable is the job's error."""
+        Retrying(
+            stop=stop_after_attempt(TRANSIENT_RETRIES + 1),
+            wait=wait_exponential(multiplier=RETRY_BASE_SECONDS, exp_base=2),
+            # A job another worker took over is not resumed here.
+            retry=retry_if_exception(lambda exc: isinstance(exc, Unavailable) and not self.reporter.lost),
+            before_sleep=self._before_resume,
+            sleep=self._wait_to_resume,
+            reraise=True,
+        )(self._attempt)
+
+    def _attempt(self) -> None:
+        try:
+            self._run()
+        except Unavailable as exc:
+            if self.pool.stopping.is_set():
+                raise _Stop() from exc  # shutting down anyway: the next owner resumes from the checkpoint
+            raise
+
+    def _before_resume(self, state: RetryCallState) -> None:
+        """Say why the job pauses and for how long, with progress back at the last checkpoint."""
+        exc = cast(Unavailable, state.outcome.exception() if state.outcome else None)
+        delay, retry = state.upcoming_sleep, state.attempt_number
+        log.warning("job %s: %s; resuming from the last checkpoint in %.0fs (retry %d of %d)",
+                    self.job.id, exc.message, delay, retry, TRANSIENT_RETRIES)
+        self._rewind()
+        try:
+            self.reporter.send(message=f"{exc.message}; resuming from the last checkpoint in {delay:.0f}s "
+                                       f"(retry {retry} of {TRANSIENT_RETRIES})")
+        except FerryError:
+            pass  # the catalog may be what is down; the heartbeat thread keeps trying
+
+    def _wait_to_resume(self, delay: float) -> None:
+        if self.pool.stopping.wait(delay):
+            raise _Stop() from None
+        self.check()
 
     def _rewind(self) -> None:
         """Progress back to the last checkpoint: rows converted after it will be converted again."""

@@ -300,54 +300,66 @@ def _suggest_pairs(cols: list[_Col]) -> list[Suggestion]:
 
 def _suggest_dpo(cols: list[_Col]) -> list[Suggestion]:
     used: set[str] = set()
-
-    def pick_pair(target: str, aliases: tuple[str, ...]) -> _Pick | None:
-        return _by_name(cols, target, aliases, lambda c: c.text or c.conversation is not None, used, f"{target} response")
-
-    ch = pick_pair("chosen", CHOSEN_ALIASES)
-    if ch:
-        used.add(ch.col.name)
-    rj = pick_pair("rejected", REJECTED_ALIASES)
-    if rj:
-        used.add(rj.col.name)
+    ch = _pick_response(cols, "chosen", CHOSEN_ALIASES, used)
+    rj = _pick_response(cols, "rejected", REJECTED_ALIASES, used)
     prompt_conv = _find_conversation(cols, used, names=("prompt", *PROMPT_ALIASES), fallback=False)
     p = _find_text(cols, "prompt", PROMPT_ALIASES, used, "prompt")
     # No prompt anywhere: chosen/rejected strings must be transcripts holding it (hh-rlhf), unless samples say not.
     presume = p is None and prompt_conv is None and (ch is None or ch.col.transcript is None)
-
-    def spec_for(pick: _Pick) -> tuple[str, str]:
-        c = pick.col
-        if c.conversation is not None:
-            return TURNS_PREFIX + c.name, "conversation"
-        if c.transcript is True or (presume and c.transcript is None):
-            return TRANSCRIPT_PREFIX + c.name, "transcript"
-        return c.name, "text"
-
-    out: list[Suggestion] = []
-    if p:
-        out.append(_prompt_plain(cols, p, used))
-    elif prompt_conv:
-        used.add(prompt_conv.col.name)
-        out += _from_conversation(TURNS_PREFIX + prompt_conv.col.name, prompt_conv.col.name,
-                                  ("prompt", "history", "system"), prompt_conv.confidence, "conversation")
-    elif ch and spec_for(ch)[1] != "text":
-        spec, kind = spec_for(ch)
-        conf = 0.9 if kind == "conversation" else (0.92 if ch.col.transcript else 0.6)
-        out += _from_conversation(spec, ch.col.name, ("prompt", "history", "system"), conf, kind)
+    out = _dpo_prompt(cols, p, prompt_conv, ch, used, presume)
     for pick, target in ((ch, "chosen"), (rj, "rejected")):
-        if pick is None:
-            continue
-        spec, kind = spec_for(pick)
-        if kind == "text":
-            out.append(Suggestion(spec, target, pick.confidence, pick.reason))
-        else:
-            conf = pick.confidence if kind == "conversation" else (0.92 if pick.col.transcript else 0.6)
-            out += _from_conversation(spec, pick.col.name, (target,), conf, kind)
+        if pick is not None:
+            out += _dpo_response(pick, target, presume)
     if p:
         out += _system(cols, used)
     order = ("prompt", "chosen", "rejected", "history", "system")
     out.sort(key=lambda s: order.index(s.target_field))
     return out
+
+
+def _pick_response(cols: list[_Col], target: str, aliases: tuple[str, ...], used: set[str]) -> _Pick | None:
+    """The chosen or rejected column (text or conversation), marked used."""
+    pick = _by_name(cols, target, aliases, lambda c: c.text or c.conversation is not None, used,
+                    f"{target} response")
+    if pick:
+        used.add(pick.col.name)
+    return pick
+
+
+def _response_spec(pick: _Pick, presume: bool) -> tuple[str, str]:
+    """(spec, kind) of a chosen/rejected column: a conversation, a transcript, or plain text."""
+    c = pick.col
+    if c.conversation is not None:
+        return TURNS_PREFIX + c.name, "conversation"
+    if c.transcript is True or (presume and c.transcript is None):
+        return TRANSCRIPT_PREFIX + c.name, "transcript"
+    return c.name, "text"
+
+
+def _dpo_prompt(cols: list[_Col], p: _Pick | None, prompt_conv: _Pick | None, ch: _Pick | None, used: set[str],
+                presume: bool) -> list[Suggestion]:
+    """The prompt: a text column, else a prompt conversation, else the turns before the chosen response."""
+    if p:
+        return [_prompt_plain(cols, p, used)]
+    if prompt_conv:
+        used.add(prompt_conv.col.name)
+        return _from_conversation(TURNS_PREFIX + prompt_conv.col.name, prompt_conv.col.name,
+                                  ("prompt", "history", "system"), prompt_conv.confidence, "conversation")
+    if ch:
+        spec, kind = _response_spec(ch, presume)
+        if kind != "text":
+            conf = 0.9 if kind == "conversation" else (0.92 if ch.col.transcript else 0.6)
+            return _from_conversation(spec, ch.col.name, ("prompt", "history", "system"), conf, kind)
+    return []
+
+
+def _dpo_response(pick: _Pick, target: str, presume: bool) -> list[Suggestion]:
+    """The chosen or rejected field: the column itself, or the final assistant turn of its conversation."""
+    spec, kind = _response_spec(pick, presume)
+    if kind == "text":
+        return [Suggestion(spec, target, pick.confidence, pick.reason)]
+    conf = pick.confidence if kind == "conversation" else (0.92 if pick.col.transcript else 0.6)
+    return _from_conversation(spec, pick.col.name, (target,), conf, kind)
 
 
 def _suggest_chat(cols: list[_Col]) -> list[Suggestion]:

@@ -14,12 +14,13 @@ from ferry.grpcserver import Registration, serve
 from ferry.importer.v1 import importer_pb2_grpc
 from ferry.service import Service
 from ferry.storage import ObjectStore
+from ferry.tokens import parse_key
 from services.importer.config import ImporterConfig
 from services.importer.core import ImporterCore
 from services.importer.hub import HubClient
 from services.importer.jobs import JobPool
 from services.importer.servicer import SERVICE_NAME, ImporterServicer
-from services.importer.tokens import TokenSealer, parse_key
+from services.importer.tokens import TokenSealer
 
 log = logging.getLogger("ferry.importer")
 

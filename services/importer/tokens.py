@@ -4,6 +4,7 @@ A token sent with an import request (X-HF-Token) is needed again if the job is r
 that took it restarted or died). The job record is the only place every replica sees, and it must never hold a
 secret in clear, so the token goes there encrypted (AES-256-GCM) with FERRY_TOKEN_KEY, a key only the importers
 have, and bound to the job's id (the associated data), so a sealed token copied into another job opens nowhere.
+The key itself is made and parsed by ferry.tokens (new_key, parse_key), which `make run` uses too.
 """
 
 from __future__ import annotations
@@ -15,24 +16,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ferry.config import ConfigError
-
 PREFIX = "v1."
-
-
-def parse_key(text: str) -> bytes:
-    """FERRY_TOKEN_KEY: 32 random bytes in base64 (`python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"`)."""
-    try:
-        key = base64.b64decode(text.strip() + "=" * (-len(text.strip()) % 4), altchars=b"-_", validate=False)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise ConfigError("FERRY_TOKEN_KEY must be 32 random bytes in base64 (44 characters)")
-    return key
-
-
-def new_key() -> str:
-    return base64.b64encode(os.urandom(32)).decode()
 
 
 class TokenSealer:
