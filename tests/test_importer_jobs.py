@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ferry.catalog.v1 import catalog_pb2 as cpb
@@ -348,3 +350,51 @@ def test_event_stream_keeps_alive_and_frees_its_watch_when_the_client_leaves(
     finally:
         stack.hub.throttle(None)
     assert stack.gw.client.post(f"/api/huggingface/import/{import_id}/cancel").status_code in (200, 202)
+
+
+def test_many_open_event_streams_hold_no_service_threads(stack: ImporterStack) -> None:
+    """40 browsers following one import: more streams than the catalog (32) and the importer (16) have gRPC
+    threads. The streams are watches at the catalog on its event loop, so every one opens and the services
+    keep answering meanwhile; when the clients leave, every watch is released."""
+    jobs = stack.catalog.server.core.jobs
+    before = jobs._watchers
+    import_id = _start(stack)
+    stack.hub.throttle(200_000)  # a slow download: the job runs while the streams are open
+    opened: list[str] = []
+    release = threading.Event()
+
+    def follow() -> None:
+        with httpx.Client(base_url=stack.gw.url, timeout=60) as client:
+            with client.stream("GET", f"/api/huggingface/import-progress/{import_id}/events") as resp:
+                lines = resp.iter_lines()  # kept: a dropped line iterator would close the stream
+                for line in lines:
+                    if line.startswith("data: "):
+                        opened.append(line)
+                        break
+                release.wait(60)
+
+    followers = [threading.Thread(target=follow) for _ in range(40)]
+    try:
+        for t in followers:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(opened) < 40:
+            assert time.monotonic() < deadline, f"only {len(opened)} of 40 event streams opened"
+            time.sleep(0.05)
+        assert jobs._watchers == before + 40
+        # Meanwhile the importer and the catalog answer as ever.
+        assert stack.gw.client.get(f"/api/huggingface/import-progress/{import_id}").status_code == 200
+        assert stack.gw.client.get("/api/datasets").status_code == 200
+        other = _start(stack)
+        assert other != import_id
+    finally:
+        release.set()
+        for t in followers:
+            t.join(30)
+        stack.hub.throttle(None)
+    deadline = time.monotonic() + 10
+    while jobs._watchers > before:
+        assert time.monotonic() < deadline, "watches outlived their clients"
+        time.sleep(0.05)
+    for job_id in (import_id, other):
+        stack.gw.client.post(f"/api/huggingface/import/{job_id}/cancel")
