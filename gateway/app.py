@@ -48,6 +48,18 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
     app.state.config = config
     app.state.clients = clients
     app.state.wait_limiters = {}
+    _add_error_handlers_and_middleware(app, config)
+    _add_health(app, clients)
+    # Every /api route can answer these; routes with a body add 413/415 (gateway/routes/*).
+    api = APIRouter(dependencies=[Depends(check_api_key), Depends(check_json_body)],
+                    responses=error_docs(400, 401, 404, 409, 422, 429, 503, 504))
+    for routes in (catalog, importer, exporter):
+        api.include_router(routes.router)
+    app.include_router(api)
+    return app
+
+
+def _add_error_handlers_and_middleware(app: FastAPI, config: GatewayConfig) -> None:
     app.add_exception_handler(grpc.RpcError, rpc_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
@@ -69,6 +81,9 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
             max_age=600,
         )
 
+
+
+def _add_health(app: FastAPI, clients: Clients) -> None:
     @app.get("/healthz", tags=["health"], responses={
         200: {"model": Health, "description": "Every backend is SERVING"},
         503: {"model": Health, "description": "Some backend is not SERVING: `detail` names it"}})
@@ -90,14 +105,6 @@ def create_app(config: GatewayConfig, clients: Clients | None = None) -> FastAPI
         the Ingress's 503s; each route answers 503 for the backend it needs instead, and /healthz reports.
         """
         return Health(status="ok", services={})
-
-    # Every /api route can answer these; routes with a body add 413/415 (gateway/routes/*).
-    api = APIRouter(dependencies=[Depends(check_api_key), Depends(check_json_body)],
-                    responses=error_docs(400, 401, 404, 409, 422, 429, 503, 504))
-    for routes in (catalog, importer, exporter):
-        api.include_router(routes.router)
-    app.include_router(api)
-    return app
 
 
 def backend_status(clients: Clients, timeout: float = 2.0) -> dict[str, str]:

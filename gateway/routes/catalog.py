@@ -42,11 +42,15 @@ class TrainingTypeParam(str, enum.Enum):  # TrainingType as OpenAPI names it
 
 
 def iso(ts: Timestamp, present: bool = True) -> str | None:
-    """ISO 8601 UTC ("2026-01-02T03:04:05.123456Z"), or None for an unset timestamp."""
+    """A protobuf timestamp as REST shows every time: ISO 8601 UTC, or None when unset."""
     if not present or (ts.seconds == 0 and ts.nanos == 0):
         return None
-    dt = datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
-    return dt.isoformat().replace("+00:00", "Z")
+    return iso_seconds(ts.seconds + ts.nanos / 1e9)
+
+
+def iso_seconds(seconds: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 UTC ("2026-01-02T03:04:05.123456Z"), or None when unset."""
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z") if seconds else None
 
 
 def parse_training_type(value: str | None) -> TrainingType | None:
@@ -144,6 +148,14 @@ def dataset_json(ds: pb.Dataset) -> dict[str, Any]:
         "row_features": [{"name": f.name, "dtype": f.dtype} for f in ds.row_features],
         "created_at": created,
         "import_job_id": ds.import_job_id or None,
+        **_seed_fields(ds, tt, rows, nbytes, created, origin),
+    }
+
+
+def _seed_fields(ds: pb.Dataset, tt: str | None, rows: int, nbytes: int, created: str | None, origin: str
+                 ) -> dict[str, Any]:
+    """The names the seeds' clients read, beside Ferry's own."""
+    return {
         # Thinker (current client): num_samples, format, size, schema_ok, schema_notes.
         "num_samples": rows,
         "format": STORAGE_FORMAT,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -27,7 +26,7 @@ from gateway import limits as lim
 from gateway import waits
 from gateway.errors import error_docs
 from gateway.limits import DatasetIdPath, JobIdPath, short
-from gateway.routes.catalog import training_type_out
+from gateway.routes.catalog import iso_seconds, training_type_out
 
 router = APIRouter(tags=["exporter"])
 
@@ -64,13 +63,9 @@ def _export_json(e: pb.Export, job: Job) -> dict[str, Any]:
         "files": [{"name": f.name, "size": f.size, "sha256": f.sha256, "url": file_url(job.id, f.name)}
                   for f in job.files],
         "cancel_requested": job.cancel_requested,
-        "created_at": _iso(job.created_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": iso_seconds(job.created_at),
+        "finished_at": iso_seconds(job.finished_at),
     }
-
-
-def _iso(seconds: float | None) -> str | None:
-    return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else None
 
 
 def _params(raw: dict[str, Any] | None) -> dict[str, str]:
