@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated
 
-from fastapi import HTTPException, Request, Security
+from fastapi import Header, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 # Declared so /openapi.json shows the two ways to send a key and /docs can authorize; the check reads the
@@ -13,6 +14,29 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
                               description="One of FERRY_API_KEYS")
 BEARER = HTTPBearer(auto_error=False, scheme_name="Bearer", description="One of FERRY_API_KEYS, as a bearer token")
+
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=255, pattern=r"^[\x21-\x7E]+$",
+    description="Makes a retried POST safe: the same key (per API key) returns the job the first request started, "
+                "and the key with a different request is 409")]
+
+
+def scoped_idempotency_key(request: Request, key: str | None) -> str:
+    """The client's Idempotency-Key in its caller's scope, so two API keys never share one job."""
+    if not key:
+        return ""
+    given = _presented_key(request) if request.app.state.config.api_keys else ""
+    return f"{hashlib.sha256(given.encode()).hexdigest()[:16]}:{key}" if given else key
+
+
+def _presented_key(request: Request) -> str:
+    given = request.headers.get("x-api-key", "")
+    if not given:
+        auth = request.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+    return given
 
 
 def check_api_key(
@@ -23,11 +47,7 @@ def check_api_key(
     keys = request.app.state.config.api_keys
     if not keys:
         return
-    given = request.headers.get("x-api-key", "")
-    if not given:
-        auth = request.headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
+    given = _presented_key(request)
     ok = False
     for key in keys:
         # Compare against every key so timing says nothing about which matched.

@@ -38,6 +38,7 @@ MAX_QUERY = 500  # free-text search queries
 MAX_TOKEN = 1000  # page tokens
 MAX_WORD = 100  # short query words: sort keys, categories, languages, format names, training types
 MAX_HF_TOKEN = 512
+MAX_IDEMPOTENCY_KEY = 255
 
 # Largest request body. The largest real one (an import with 100 mappings, or an export with a 64 KiB system
 # message and its parameters) is well under 100 KiB; 1 MiB leaves room without letting a client make the

@@ -24,6 +24,7 @@ from ferry.jobs import Job, JobKind, Phase
 from ferry.media import content_type
 from gateway import limits as lim
 from gateway import waits
+from gateway.auth import IdempotencyKey, scoped_idempotency_key
 from gateway.errors import error_docs
 from gateway.limits import DatasetIdPath, JobIdPath, short
 from gateway.routes.catalog import iso_seconds, training_type_out
@@ -127,7 +128,8 @@ def _export_request(dataset_id: int, format: str, output_filename: str, system_m
     return req
 
 
-def _start(request: Request, req: pb.StartExportRequest) -> dict[str, Any]:
+def _start(request: Request, req: pb.StartExportRequest, key: str | None) -> dict[str, Any]:
+    req.idempotency_key = scoped_idempotency_key(request, key)
     r = _stub(request).StartExport(req, timeout=TIMEOUT)
     body = export_json(r.export)
     return {"export_id": body["export_id"], "status": body["status"], "export": body}
@@ -146,16 +148,18 @@ def list_formats(request: Request) -> dict[str, Any]:
 
 
 @router.post("/api/datasets/export", status_code=202, responses=error_docs(413, 415))
-def start_export(request: Request, body: ExportIn) -> dict[str, Any]:
+def start_export(request: Request, body: ExportIn, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     return _start(request, _export_request(body.dataset_id, body.format, body.output_filename, body.system_message,
-                                           body.train_split, body.additional_params))
+                                           body.train_split, body.additional_params), idempotency_key)
 
 
 @router.post("/api/datasets/{dataset_id}/export-csv", status_code=202, responses=error_docs(413, 415))
-def start_csv_export(request: Request, dataset_id: DatasetIdPath, body: CsvExportIn | None = None) -> dict[str, Any]:
+def start_csv_export(request: Request, dataset_id: DatasetIdPath, body: CsvExportIn | None = None,
+                     idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     body = body or CsvExportIn()
     return _start(request, _export_request(dataset_id, "csv", body.output_filename or f"dataset_{dataset_id}",
-                                           body.system_message, body.train_split, body.additional_params))
+                                           body.system_message, body.train_split, body.additional_params),
+                  idempotency_key)
 
 
 @router.get("/api/exports")

@@ -24,6 +24,7 @@ from ferry.importer.v1 import importer_pb2 as pb
 from ferry.jobs import Job, JobKind, Phase
 from gateway import limits as lim
 from gateway import waits
+from gateway.auth import IdempotencyKey, scoped_idempotency_key
 from gateway.errors import error_docs
 from gateway.limits import JobIdPath, short
 from gateway.routes.catalog import (
@@ -334,7 +335,8 @@ def preview(request: Request, body: PreviewIn, x_hf_token: HfToken = None) -> di
 
 
 @router.post("/api/huggingface/import", status_code=202, responses=BODY_ERRORS)
-async def start_import(request: Request, body: ImportIn, x_hf_token: HfToken = None) -> JSONResponse:
+async def start_import(request: Request, body: ImportIn, x_hf_token: HfToken = None,
+                       idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Starts the import; then holds the answer until it ends, at most `wait_seconds`.
 
     200 with `dataset` when it completed in time, 202 with `dataset_id: null` when it is still running
@@ -347,7 +349,8 @@ async def start_import(request: Request, body: ImportIn, x_hf_token: HfToken = N
     req = pb.StartImportRequest(
         dataset_name=body.dataset_name, splits=splits, config=_config(body.config, body.subset),
         training_type=training_type_pb(body.training_type), field_mappings=_as_dict(body.field_mappings),
-        max_samples=body.max_samples or 0, name=body.name or "", revision=body.revision or "")
+        max_samples=body.max_samples or 0, name=body.name or "", revision=body.revision or "",
+        idempotency_key=scoped_idempotency_key(request, idempotency_key))
     r = await run_in_threadpool(stub.StartImport, req, metadata=_md(x_hf_token), timeout=TIMEOUT)
     wait = request.app.state.config.import_wait_seconds if body.wait_seconds is None else body.wait_seconds
     last = None

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ferry import idempotency
 from ferry.catalog_client import CatalogClient
-from ferry.errors import FailedPrecondition, InvalidArgument, NotFound
+from ferry.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ferry.jobs import Job, JobFile, JobKind, Phase
 from ferry.storage import ObjectStore
 from services.exporter.archive import CHUNK_BYTES, EPOCH, Member, entry_path, zip_stream
@@ -68,17 +69,41 @@ class ExporterCore:
         return [f.as_dict() for f in FORMATS.values()]
 
     def start(self, dataset_id: int, format_name: str, output_filename: str, system_message: str | None,
-              train_split: float | None, params: dict[str, str]) -> ExportView:
+              train_split: float | None, params: dict[str, str], idempotency_key: str = "") -> ExportView:
+        """Validate the request against the dataset, then queue the export job (or, for a repeated
+        `idempotency_key`, answer the job the first request started)."""
+        job_id, print_ = "", ""
+        if idempotency_key:
+            job_id = idempotency.job_id(JobKind.EXPORT, idempotency_key)
+            print_ = idempotency.fingerprint({"dataset_id": dataset_id, "format": format_name,
+                                              "output_filename": output_filename, "system_message": system_message,
+                                              "train_split": train_split, "params": params})
+            existing = self._job_if_any(job_id)
+            if existing is not None:
+                return self._view(idempotency.same_request(existing, print_))
         req = check_request(dataset_id, format_name, output_filename, system_message, train_split, params)
         src = source_dataset(self.catalog.get_dataset(dataset_id))
         check_dataset(get_format(req.format), src.training_type, [s.name for s in src.splits], params)
         if not src.splits:
             raise FailedPrecondition(f"dataset {dataset_id} has no splits to export", field="dataset_id")
-        job = self.catalog.create_job(JobKind.EXPORT, json.dumps(req.to_json()), dataset_id=dataset_id,
-                                      message=f"queued: {req.format} export of dataset {dataset_id}")
+        request_json = json.dumps(req.to_json())
+        try:
+            job = self.catalog.create_job(JobKind.EXPORT, idempotency.stamp(request_json, print_) if print_
+                                          else request_json, dataset_id=dataset_id, job_id=job_id,
+                                          message=f"queued: {req.format} export of dataset {dataset_id}")
+        except AlreadyExists:
+            if not print_:
+                raise
+            return self._view(idempotency.same_request(self.catalog.get_job(job_id), print_))
         if self.pool is not None:
             self.pool.submit(job.id)
         return ExportView(job, req.to_json())
+
+    def _job_if_any(self, job_id: str) -> Job | None:
+        try:
+            return self.catalog.get_job(job_id)
+        except NotFound:
+            return None
 
     def _view(self, job: Job) -> ExportView:
         try:

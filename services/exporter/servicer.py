@@ -45,7 +45,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             request.dataset_id, request.format, request.output_filename,
             request.system_message if request.HasField("system_message") else None,
             request.train_split if request.HasField("train_split") else None,
-            dict(request.additional_params))
+            dict(request.additional_params), request.idempotency_key)
         return pb.StartExportResponse(export=export_pb(view))
 
     def GetExport(self, request: pb.GetExportRequest, context: Any) -> pb.GetExportResponse:

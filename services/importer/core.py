@@ -16,10 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from ferry import idempotency
 from ferry.canonical import TrainingType
 from ferry.catalog_client import CatalogClient
 from ferry.datasets import SourceKind
-from ferry.errors import InvalidArgument, NotFound
+from ferry.errors import AlreadyExists, InvalidArgument, NotFound
 from ferry.jobs import Job, JobKind
 from services.importer import reader
 from services.importer.convert import RowMapper
@@ -207,7 +208,45 @@ class ImporterCore:
 
     def start_import(self, name: str, splits: list[str], config: str, training_type: TrainingType | None,
                      field_mappings: dict[str, str], max_samples: int, dataset_name: str = "", revision: str = "",
-                     token: str | None = None) -> Job:
+                     token: str | None = None, idempotency_key: str = "") -> Job:
+        """Validate the request against the source, then queue the import job (or, for a repeated
+        `idempotency_key`, answer the job the first request started)."""
+        job_id, print_ = str(uuid.uuid4()), ""
+        if idempotency_key:
+            job_id = idempotency.job_id(JobKind.IMPORT, idempotency_key)
+            print_ = idempotency.fingerprint({
+                "dataset_name": name, "splits": splits, "config": config, "max_samples": max_samples,
+                "training_type": training_type.value if training_type else None, "field_mappings": field_mappings,
+                "name": dataset_name, "revision": revision})
+            existing = self._job_if_any(job_id)
+            if existing is not None:
+                return idempotency.same_request(existing, print_)
+        req = self._import_request(name, splits, config, training_type, field_mappings, max_samples, dataset_name,
+                                   revision, token)
+        if token and self.pool is not None and self.pool.sealer is not None:
+            req.sealed_token = self.pool.sealer.seal(token, job_id)  # so another replica can resume the job
+        request_json = idempotency.stamp(req.to_json(), print_) if print_ else req.to_json()
+        try:
+            job = self.catalog.create_job(JobKind.IMPORT, request_json, job_id=job_id,
+                                          message=f"queued: {req.repo_id} {req.config} {', '.join(req.splits)}")
+        except AlreadyExists:
+            if not print_:
+                raise
+            return idempotency.same_request(self.catalog.get_job(job_id), print_)  # a concurrent twin won
+        if self.pool is not None:
+            self.pool.submit(job.id, token)
+        return job
+
+    def _job_if_any(self, job_id: str) -> Job | None:
+        try:
+            return self.catalog.get_job(job_id)
+        except NotFound:
+            return None
+
+    def _import_request(self, name: str, splits: list[str], config: str, training_type: TrainingType | None,
+                        field_mappings: dict[str, str], max_samples: int, dataset_name: str, revision: str,
+                        token: str | None) -> ImportRequest:
+        """The import as its job will run it: source pinned, splits and mapping checked, totals estimated."""
         found = effective_training_type(training_type, dict(field_mappings))
         if found is None:
             raise InvalidArgument("training_type is required when field_mappings is empty (one of SL, DPO, CHAT)",
@@ -244,20 +283,12 @@ class ImporterCore:
             else source.repo_id
         if chosen != source.layout.default_config and chosen != "default":
             default_name += f" ({chosen})"
-        req = ImportRequest(
+        return ImportRequest(
             dataset_name=name.strip(), source_kind=source.kind, repo_id=source.repo_id, revision=source.revision,
             config=chosen, splits=wanted, training_type=tt, field_mappings=mappings,
             max_samples=max_samples, name=(dataset_name or default_name).strip(), features=features_of(schema),
             bytes_total=bytes_total if not max_samples else 0, rows_total=max(rows_total, 0),
         )
-        job_id = str(uuid.uuid4())
-        if token and self.pool is not None and self.pool.sealer is not None:
-            req.sealed_token = self.pool.sealer.seal(token, job_id)  # so another replica can resume the job
-        job = self.catalog.create_job(JobKind.IMPORT, req.to_json(), job_id=job_id,
-                                      message=f"queued: {source.repo_id} {chosen} {', '.join(wanted)}")
-        if self.pool is not None:
-            self.pool.submit(job.id, token)
-        return job
 
     def get_job(self, import_id: str) -> Job:
         job = self.catalog.get_job(_check_id(import_id))

@@ -93,7 +93,8 @@ class ImporterServicer(importer_pb2_grpc.ImporterServiceServicer):
     def StartImport(self, request: pb.StartImportRequest, context: grpc.ServicerContext) -> pb.StartImportResponse:
         job = self.core.start_import(request.dataset_name, list(request.splits), request.config,
                                      wire.training_type_from_pb(request.training_type), dict(request.field_mappings),
-                                     request.max_samples, request.name, request.revision, request_token(context))
+                                     request.max_samples, request.name, request.revision, request_token(context),
+                                     request.idempotency_key)
         return pb.StartImportResponse(import_id=job.id, job=wire.job_to_pb(job))
 
     def GetImportProgress(self, request: pb.GetImportProgressRequest, context: grpc.ServicerContext

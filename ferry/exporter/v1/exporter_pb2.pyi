@@ -197,6 +197,7 @@ class StartExportRequest(_message.Message):
     SYSTEM_MESSAGE_FIELD_NUMBER: _builtins.int
     TRAIN_SPLIT_FIELD_NUMBER: _builtins.int
     ADDITIONAL_PARAMS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.int
     format: _builtins.str
     """A format name from ListFormats."""
@@ -206,6 +207,10 @@ class StartExportRequest(_message.Message):
     """Used as the system turn of rows that have none of their own."""
     train_split: _builtins.float
     """0 < train_split <= 1; below 1 the rows are shuffled (seeded) into train and validation files."""
+    idempotency_key: _builtins.str
+    """Optional, 1-300 visible ASCII characters. The same key always names the same export: a repeat of the
+    request returns the job the first one started; the key with a different request is ALREADY_EXISTS.
+    """
     @_builtins.property
     def additional_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Format-specific parameters (see ExportFormat.params); values are text ("42", "true")."""
@@ -219,10 +224,11 @@ class StartExportRequest(_message.Message):
         system_message: _builtins.str | None = ...,
         train_split: _builtins.float | None = ...,
         additional_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_system_message", b"_system_message", "_train_split", b"_train_split", "system_message", b"system_message", "train_split", b"train_split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_system_message", b"_system_message", "_train_split", b"_train_split", "additional_params", b"additional_params", "dataset_id", b"dataset_id", "format", b"format", "output_filename", b"output_filename", "system_message", b"system_message", "train_split", b"train_split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_system_message", b"_system_message", "_train_split", b"_train_split", "additional_params", b"additional_params", "dataset_id", b"dataset_id", "format", b"format", "idempotency_key", b"idempotency_key", "output_filename", b"output_filename", "system_message", b"system_message", "train_split", b"train_split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__system_message: _TypeAlias = _typing.Literal["system_message"]  # noqa: Y015
     _WhichOneofArgType__system_message: _TypeAlias = _typing.Literal["_system_message", b"_system_message"]  # noqa: Y015

@@ -593,6 +593,7 @@ class StartImportRequest(_message.Message):
     MAX_SAMPLES_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     dataset_name: _builtins.str
     config: _builtins.str
     training_type: _catalog_pb2.TrainingType.ValueType
@@ -605,6 +606,10 @@ class StartImportRequest(_message.Message):
     """Name of the new dataset; empty = derived from the source."""
     revision: _builtins.str
     """Branch, tag or sha; empty = main. Pinned to a sha when the request is accepted."""
+    idempotency_key: _builtins.str
+    """Optional, 1-300 visible ASCII characters. The same key always names the same import: a repeat of the
+    request returns the job the first one started; the key with a different request is ALREADY_EXISTS.
+    """
     @_builtins.property
     def splits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Source splits to import, each into its own split of one dataset; empty = every split."""
@@ -624,10 +629,11 @@ class StartImportRequest(_message.Message):
         max_samples: _builtins.int = ...,
         name: _builtins.str = ...,
         revision: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "dataset_name", b"dataset_name", "field_mappings", b"field_mappings", "max_samples", b"max_samples", "name", b"name", "revision", b"revision", "splits", b"splits", "training_type", b"training_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "dataset_name", b"dataset_name", "field_mappings", b"field_mappings", "idempotency_key", b"idempotency_key", "max_samples", b"max_samples", "name", b"name", "revision", b"revision", "splits", b"splits", "training_type", b"training_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
