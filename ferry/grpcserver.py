@@ -25,6 +25,8 @@ from ferry import procs, rpcerrors
 from ferry.errors import FerryError
 
 log = logging.getLogger("ferry.grpc")
+# The health-service name under which the catalog reports the object store (the gateway's /healthz asks it).
+STORE_HEALTH = "ferry.storage"
 T = TypeVar("T")
 
 
@@ -154,6 +156,11 @@ class RunningServer:
     def enter_graceful_shutdown(self) -> None:
         """Health reports NOT_SERVING (readiness drops) while calls are still served."""
         self.run(self.health.enter_graceful_shutdown())
+
+    def set_serving(self, name: str, serving: bool) -> None:
+        """Report `name` (a service, or a dependency such as STORE_HEALTH) SERVING or NOT_SERVING."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.run(self.health.set(name, status))
 
     def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let in-flight calls finish for `grace` seconds, then stop."""

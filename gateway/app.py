@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ferry.grpcserver import STORE_HEALTH
 from gateway.auth import check_api_key
 from gateway.clients import Clients
 from gateway.config import GatewayConfig
@@ -108,9 +109,12 @@ def _add_health(app: FastAPI, clients: Clients) -> None:
 
 
 def backend_status(clients: Clients, timeout: float = 2.0) -> dict[str, str]:
-    """Each backend's grpc.health.v1 status, asked of all at once (the slowest bounds the wait, not the sum)."""
-    calls = {name: b.health.Check.future(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-             for name, b in clients.backends.items()}
+    """Each backend's grpc.health.v1 status, and the object store's as the catalog last found it (`store`),
+    asked of all at once (the slowest bounds the wait, not the sum)."""
+    asks = {name: (b, "") for name, b in clients.backends.items()}
+    asks["store"] = (clients.backends["catalog"], STORE_HEALTH)
+    calls = {name: b.health.Check.future(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+             for name, (b, service) in asks.items()}
     status: dict[str, str] = {}
     for name, call in calls.items():
         try:

@@ -10,7 +10,7 @@ def test_healthz_names_unreachable_backends() -> None:
         resp = gw.client.get("/healthz")
         assert resp.status_code == 503
         body = resp.json()
-        assert set(body["services"]) == {"catalog", "importer", "exporter"}
+        assert set(body["services"]) == {"catalog", "importer", "exporter", "store"}
         assert "catalog" in body["detail"] and "importer" in body["detail"]
 
 

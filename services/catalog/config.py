@@ -24,6 +24,10 @@ class CatalogConfig(c.Settings):
     max_watchers: int = Field(1000, ge=1, le=100_000, validation_alias="FERRY_CATALOG_MAX_WATCHERS",
                               description="open WatchJob streams at once (each waits on the event loop, no thread); "
                                           "past this a watch gets RESOURCE_EXHAUSTED")
+    store_probe_seconds: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False,
+                                       validation_alias="FERRY_STORE_PROBE_SECONDS",
+                                       description="how often the catalog checks the object store for its health "
+                                                   "report (the gateway's /healthz shows it as `store`)")
     shutdown_grace: float = c.shutdown_grace()
     s3: S3Config = c.group(S3Config)
     grpc: c.GrpcConfig = c.group(c.GrpcConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from ferry import grpcserver
 from ferry.catalog.v1 import catalog_pb2_grpc
@@ -29,6 +30,39 @@ def ensure_bucket(store: ObjectStore, timeout: float = 15.0) -> None:
         ) from None
 
 
+class StoreProbe:
+    """Checks the bucket every `every` seconds and reports it as the health service STORE_HEALTH, so /healthz
+    says when the store is down (the catalog itself keeps serving what needs no store)."""
+
+    def __init__(self, running: grpcserver.RunningServer, store: ObjectStore, every: float) -> None:
+        self.running, self.store, self.every = running, store, every
+        self._stop = threading.Event()
+        self._up: bool | None = None
+        self._check()
+        threading.Thread(target=self._loop, name="store-probe", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._check()
+
+    def _check(self) -> None:
+        try:
+            self.store.ensure_bucket()
+            up = True
+        except FerryError as exc:
+            up = False
+            if self._up is not False:
+                log.warning("object storage is unreachable: %s", exc)
+        if up and self._up is False:
+            log.info("object storage is reachable again")
+        if up != self._up and not self._stop.is_set():
+            self._up = up
+            self.running.set_serving(grpcserver.STORE_HEALTH, up)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def start(cfg: CatalogConfig, store: ObjectStore | None = None, *, host: str | None = None,
           port: int | None = None, storage_timeout: float = 15.0) -> Service[CatalogCore]:
     """Start the catalog core and its gRPC server; `host`/`port` override the configured ones (tests bind
@@ -53,4 +87,6 @@ def start(cfg: CatalogConfig, store: ObjectStore | None = None, *, host: str | N
         raise
     # Watch streams end first, so draining is not held up for the whole grace period.
     running.on_stop.append(catalog.jobs.close)
+    probe = StoreProbe(running, store, cfg.store_probe_seconds)
+    running.on_stop.append(probe.stop)
     return Service(running, catalog, after_stop=[catalog.close])
