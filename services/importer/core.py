@@ -302,8 +302,11 @@ class ImporterCore:
 
 
 def _check_id(import_id: str) -> str:
-    if not import_id or len(import_id) > 100:
+    if not import_id:
         raise InvalidArgument("import_id is required", field="import_id")
+    if len(import_id) > 100:
+        raise InvalidArgument(f"import_id is {len(import_id)} characters; an import id is a UUID (36)",
+                              field="import_id")
     return import_id
 
 
