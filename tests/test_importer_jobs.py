@@ -240,6 +240,28 @@ def test_a_hub_that_keeps_dropping_fails_the_import_by_the_deadline_and_the_retr
     assert stack.catalog.store.list_multipart_uploads() == []
 
 
+def test_an_import_reconnecting_to_a_dropping_hub_can_be_cancelled(stack: ImporterStack) -> None:
+    second = sorted((stack.hub.repo_dir(REPO) / "data").glob("*.parquet"))[1]
+    stack.hub.throttle(2_000_000)
+    try:
+        import_id = _start(stack)
+        stack.hub.drop_every_connection(second.name, after_bytes=1000)
+        # The default deadline (600 s) is far off: the import keeps reconnecting until cancelled.
+        give_up = time.monotonic() + 60
+        while "connection dropped" not in _job(stack, import_id).message:
+            assert time.monotonic() < give_up, _job(stack, import_id)
+            time.sleep(0.05)
+        r = stack.gw.client.post(f"/api/huggingface/import/{import_id}/cancel")
+        assert r.status_code == 200, r.text
+        body = stack.wait(import_id, timeout=60)
+    finally:
+        stack.hub.drop_every_connection(None)
+        stack.hub.throttle(None)
+    assert body["status"] == "cancelled", body
+    assert "connection dropped" not in body["message"], body
+    assert stack.gw.client.get("/api/datasets").json()["datasets"] == []
+
+
 @pytest.fixture(scope="module")
 def jsonl_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two uncompressed JSONL files (~14 MB each) in the Hub's data/ layout."""

@@ -380,7 +380,11 @@ class RemoteFile:
                                 self.path, pos, cause, retry)
                 if self._meter is not None:
                     self._meter.retrying(DownloadRetry(read, self.path, retry, pos, self.size, cause))
-                time.sleep(min(RETRY_WAIT_MAX, RETRY_WAIT * 2 ** (failures - 1)))
+                wait = min(RETRY_WAIT_MAX, RETRY_WAIT * 2 ** (failures - 1))
+                if self._meter is None:
+                    time.sleep(wait)
+                elif self._meter.abort.wait(wait):  # cancelled or stopping while it waited
+                    raise Cancelled(f"download of {self.path} stopped")
         finally:
             if retry and self._meter is not None:
                 self._meter.retrying(DownloadRetry(read, self.path, retry, pos, self.size, cause, ended=True))
