@@ -197,6 +197,71 @@ def test_dropped_connection_resumes_from_the_byte_reached(stack: ImporterStack) 
     assert any(b - a == 150_000 for a in starts for b in starts), ranges
 
 
+def test_a_hub_that_keeps_dropping_fails_the_import_by_the_deadline_and_the_retries_show(
+        stack: ImporterStack) -> None:
+    stack.stop_importer()
+    stack.start_importer(FERRY_IMPORT_DOWNLOAD_DEADLINE_SECONDS="3")
+    second = sorted((stack.hub.repo_dir(REPO) / "data").glob("*.parquet"))[1]
+    # The first file downloads slowly (~4 s), so every connection to the second one, from the job's first read of
+    # it on, delivers 1,000 bytes and drops.
+    stack.hub.throttle(2_000_000)
+    try:
+        import_id = _start(stack)
+        stack.hub.drop_every_connection(second.name, after_bytes=1000)
+        messages: list[str] = []
+        body: dict[str, Any] = {}
+        give_up = time.monotonic() + 90
+        while time.monotonic() < give_up:
+            body = stack.gw.client.get(f"/api/huggingface/import-progress/{import_id}").json()
+            if body["status"] in ("complete", "error", "cancelled"):
+                break
+            messages.append(body["message"])
+            time.sleep(0.05)
+    finally:
+        stack.hub.drop_every_connection(None)
+        stack.hub.throttle(None)
+    # While it reconnected, the message said so: the file, the retry and the byte it resumed at.
+    retrying = [m for m in messages if "connection dropped" in m]
+    assert retrying, messages
+    shown = [re.search(rf"downloading data/{re.escape(second.name)}: connection dropped, retry (\d+) "
+                       rf"\(resumed at byte ([\d,]+)\)", m) for m in retrying]
+    assert all(shown), retrying
+    assert len({m.group(1) for m in shown if m}) >= 2, retrying  # the count went up as it happened
+    # Then the import failed with the deadline's error (not resumed by the job: that would restart the deadline).
+    assert body["status"] == "error", body
+    error = body["error"]
+    assert re.search(rf"^the Hub kept dropping the connection: download of {REPO}/data/{re.escape(second.name)} "
+                     rf"gave up at byte [\d,]+ of [\d,]+ after \d+ reconnects \(still incomplete \d+s after its "
+                     rf"first drop: FERRY_IMPORT_DOWNLOAD_DEADLINE_SECONDS=3\); last cause: .+", error), error
+    assert "connection dropped" not in body["message"], body
+    assert _job(stack, import_id).attempt == 1
+    # Nothing of it was kept.
+    assert stack.gw.client.get("/api/datasets").json()["datasets"] == []
+    assert stack.catalog.store.list_multipart_uploads() == []
+
+
+def test_an_import_reconnecting_to_a_dropping_hub_can_be_cancelled(stack: ImporterStack) -> None:
+    second = sorted((stack.hub.repo_dir(REPO) / "data").glob("*.parquet"))[1]
+    stack.hub.throttle(2_000_000)
+    try:
+        import_id = _start(stack)
+        stack.hub.drop_every_connection(second.name, after_bytes=1000)
+        # The default deadline (600 s) is far off: the import keeps reconnecting until cancelled.
+        give_up = time.monotonic() + 60
+        while "connection dropped" not in _job(stack, import_id).message:
+            assert time.monotonic() < give_up, _job(stack, import_id)
+            time.sleep(0.05)
+        r = stack.gw.client.post(f"/api/huggingface/import/{import_id}/cancel")
+        assert r.status_code == 200, r.text
+        body = stack.wait(import_id, timeout=60)
+    finally:
+        stack.hub.drop_every_connection(None)
+        stack.hub.throttle(None)
+    assert body["status"] == "cancelled", body
+    assert "connection dropped" not in body["message"], body
+    assert stack.gw.client.get("/api/datasets").json()["datasets"] == []
+
+
 @pytest.fixture(scope="module")
 def jsonl_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two uncompressed JSONL files (~14 MB each) in the Hub's data/ layout."""

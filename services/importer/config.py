@@ -33,6 +33,15 @@ class ImporterConfig(c.Settings):
     part_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024, validation_alias="FERRY_IMPORT_PART_BYTES",
                             description="size of the multipart-upload parts an import writes; a checkpoint "
                                         "follows each part")
+    download_deadline_seconds: float = Field(
+        600.0, gt=0, allow_inf_nan=False, validation_alias="FERRY_IMPORT_DOWNLOAD_DEADLINE_SECONDS",
+        description="how long a ranged read of a Hub file may keep reconnecting after dropped connections "
+                    "(download time from its first drop) before the import fails naming the file, the byte reached "
+                    "and the reconnects")
+    download_max_reconnects: int = Field(
+        1000, ge=1, validation_alias="FERRY_IMPORT_DOWNLOAD_MAX_RECONNECTS",
+        description="how many times the download of one file (all its ranged reads) may reconnect after dropped "
+                    "connections before the import fails")
     # Seals per-request HF tokens into the job record so another replica can resume the job (tokens.py).
     token_key: c.Secret = c.token_key()
     arrow_pool: Literal["system", "default"] = Field(

@@ -22,7 +22,7 @@ from ferry.catalog_client import CatalogClient
 from ferry.datasets import SourceKind
 from ferry.errors import AlreadyExists, InvalidArgument, NotFound
 from ferry.jobs import Job, JobKind
-from services.importer import reader
+from services.importer import bounds, reader
 from services.importer.convert import RowMapper
 from services.importer.hub import HubClient, Meter
 from services.importer.jobs import ImportRequest, JobPool, features_of
@@ -140,6 +140,7 @@ class ImporterCore:
             raise InvalidArgument("limit must be between 1 and 100", field="limit")
         return self.hub.search(query, limit or 20, sort, task_category, language, size_category, author, token)
 
+    @bounds.bounded(bounds.info)
     def info(self, name: str, config: str = "", revision: str = "", token: str | None = None) -> DatasetInfo:
         source = self._source(name, revision, token)
         chosen, notes = source.choose_config(config)
@@ -159,6 +160,7 @@ class ImporterCore:
             sources = field_paths(schema)
         return DatasetInfo(source, chosen, splits, features, notes, sources)
 
+    @bounds.bounded(bounds.suggest)
     def suggest(self, name: str, training_type: TrainingType | None, config: str = "", split: str = "",
                 token: str | None = None) -> tuple[list[Suggestion], list[tuple[str, str]], str, str]:
         if training_type is None:
@@ -170,6 +172,7 @@ class ImporterCore:
         head, schema = self._head(source, chosen, split, SAMPLE_ROWS)
         return suggest_mapping(schema, tt, head.to_pylist()), features_of(schema), chosen, split
 
+    @bounds.bounded(bounds.preview)
     def preview(self, name: str, split: str = "", config: str = "", num_samples: int = 10,
                 field_mappings: dict[str, str] | None = None, training_type: TrainingType | None = None,
                 token: str | None = None, meter: Meter | None = None) -> Preview:
@@ -206,6 +209,7 @@ class ImporterCore:
         return Preview(source.repo_id, chosen, split, source.revision, samples, raw, problems, total, mappings,
                        features_of(schema), tt)
 
+    @bounds.bounded(bounds.start_import)
     def start_import(self, name: str, splits: list[str], config: str, training_type: TrainingType | None,
                      field_mappings: dict[str, str], max_samples: int, dataset_name: str = "", revision: str = "",
                      token: str | None = None, idempotency_key: str = "") -> Job:

@@ -4,13 +4,21 @@ File bytes are read with our own ranged GETs (not hf_hub_download) so that a
 preview fetches only a Parquet footer and a row group, an import counts every
 byte it downloads, and a dropped connection resumes from the byte reached.
 Nothing here calls the dataset-viewer service or the refs/convert/parquet branch.
+
+Reconnecting after dropped connections is bounded three ways: MAX_ATTEMPTS failed connections in a row without a
+byte (Unavailable: the Hub is down, a job may resume later), and, for a Hub that keeps delivering a little and
+then dropping (DownloadGaveUp), the download deadline of a read (counted from its first drop) and the reconnects
+allowed for one file (all its reads). Each reconnect is reported through the Meter's `on_retry` callback, so the
+caller can say so while it happens.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -21,16 +29,9 @@ from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
-)
-from tenacity import (
-    RetryCallState,
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
 )
 
 from ferry.errors import Cancelled, FerryError, InvalidArgument, NotFound, PermissionDenied, Unavailable
@@ -38,24 +39,67 @@ from ferry.errors import Cancelled, FerryError, InvalidArgument, NotFound, Permi
 log = logging.getLogger("ferry.importer.hub")
 
 READ_CHUNK = 1024 * 1024
+# Failed connections in a row without a byte received before a read fails (Unavailable); the waits between them
+# double from RETRY_WAIT up to RETRY_WAIT_MAX.
 MAX_ATTEMPTS = 5
+RETRY_WAIT = 0.2
+RETRY_WAIT_MAX = 2.0
+# Defaults of the bounds of a download that keeps being cut (DownloadGaveUp), set by the importer's configuration:
+# how long a read whose connection dropped may keep reconnecting, in download time from its first drop
+# (FERRY_IMPORT_DOWNLOAD_DEADLINE_SECONDS), and how many reconnects one file may take over all its reads
+# (FERRY_IMPORT_DOWNLOAD_MAX_RECONNECTS).
+DOWNLOAD_DEADLINE = 600.0
+MAX_RECONNECTS = 1000
+_READS = itertools.count(1)
 SORTS = {"downloads": "downloads", "likes": "likes", "trending_score": "trending_score", "trending": "trending_score",
          "created_at": "created_at", "created": "created_at", "last_modified": "last_modified",
          "modified": "last_modified"}
 
 
-class Meter:
-    """Thread-safe byte counter shared by the downloads of one job or request."""
+class DownloadGaveUp(Unavailable):
+    """A download kept being cut past its deadline or its reconnects. Resuming the import would only start the same
+    bounds again, so the job fails instead (unlike the Unavailable of a Hub that delivers nothing, which it
+    resumes)."""
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True)
+class DownloadRetry:
+    """What a read reports through Meter.on_retry: each reconnect after a dropped connection, then its end."""
+
+    read: int  # which read (one ranged read of one file) this is about; unique in the process
+    path: str  # the file's path in the repo
+    retry: int  # reconnects of the file so far (all its reads)
+    position: int  # the byte of the file the reconnect resumes at
+    size: int
+    cause: str  # why the last connection failed
+    ended: bool = False  # the read is over (complete, failed or abandoned): what it reported no longer holds
+
+
+class Meter:
+    """Thread-safe byte counter shared by the downloads of one job or request.
+
+    `on_retry`, when set, hears every reconnect of those downloads and the end of each read that reconnected
+    (DownloadRetry); it is called on the downloading thread and must return quickly.
+    """
+
+    def __init__(self, on_retry: Callable[[DownloadRetry], None] | None = None) -> None:
         self._lock = threading.Lock()
         self.bytes = 0
         # Set to make every download using this meter stop at its next chunk (cancel, shutdown).
         self.abort = threading.Event()
+        self.on_retry = on_retry
 
     def add(self, n: int) -> None:
         with self._lock:
             self.bytes += n
+
+    def retrying(self, event: DownloadRetry) -> None:
+        if self.on_retry is None:
+            return
+        try:
+            self.on_retry(event)
+        except Exception:  # noqa: BLE001 - reporting must never break the download
+            log.exception("reporting a download retry failed")
 
 
 def token_needed(repo_id: str) -> PermissionDenied:
@@ -69,6 +113,10 @@ def hub_error(exc: Exception, repo_id: str, what: str, token: str | None) -> Fer
     """The domain error for a failed Hub call, saying what failed (never a fallback)."""
     if isinstance(exc, FerryError):
         return exc
+    if isinstance(exc, HFValidationError):
+        # huggingface_hub refuses the repo id before any request (a name sources.check_repo_id should have caught).
+        return InvalidArgument(f"dataset_name {repo_id[:40]!r} is not a valid Hub repo id: {exc}"[:300],
+                               field="dataset_name")
     if isinstance(exc, GatedRepoError):
         if not token:
             return token_needed(repo_id)
@@ -122,9 +170,12 @@ class RepoMeta:
 class HubClient:
     """One per importer: an HfApi for metadata and a pooled HTTP client for file bytes."""
 
-    def __init__(self, endpoint: str, default_token: str = "", timeout: float = 30.0) -> None:
+    def __init__(self, endpoint: str, default_token: str = "", timeout: float = 30.0,
+                 download_deadline: float = DOWNLOAD_DEADLINE, max_reconnects: int = MAX_RECONNECTS) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._default_token = default_token
+        self.download_deadline = download_deadline
+        self.max_reconnects = max_reconnects
         self.api = HfApi(endpoint=self.endpoint, token=False, library_name="ferry")
         self._http = httpx.Client(
             follow_redirects=True,
@@ -212,7 +263,11 @@ class HubClient:
 
 
 class RemoteFile:
-    """A file of a repo at a pinned sha, read by ranged GETs that resume after a dropped connection."""
+    """A file of a repo at a pinned sha, read by ranged GETs that resume after a dropped connection.
+
+    Its reads (several at once for Parquet row groups) share one count of reconnects, bounded by the hub's
+    max_reconnects.
+    """
 
     def __init__(self, hub: HubClient, repo_id: str, sha: str, path: str, size: int, token: str | None,
                  meter: Meter | None, gated: bool) -> None:
@@ -224,6 +279,8 @@ class RemoteFile:
         self._token = token
         self._meter = meter
         self._gated = gated
+        self._lock = threading.Lock()
+        self.reconnects = 0  # over all reads of this file
 
     def __repr__(self) -> str:
         return f"RemoteFile({self.repo_id}:{self.path})"
@@ -252,24 +309,31 @@ class RemoteFile:
     def iter_range(self, start: int = 0, end: int | None = None, chunk: int = READ_CHUNK) -> Iterator[bytes]:
         """Bytes [start, end) (end None = to EOF); a dropped connection resumes from the byte reached.
 
-        Up to MAX_ATTEMPTS attempts in a row without a byte received, 0.2, 0.4, 0.8, 1.6 s apart: every byte that
-        arrives starts the count again, so a long download survives drops spread over its length. Then
-        Unavailable names the file, the attempts, the byte reached and the last error.
+        Reconnecting is bounded three ways:
+        - MAX_ATTEMPTS failed connections in a row without a byte received, RETRY_WAIT (0.2), 0.4, 0.8, 1.6 s
+          apart: every byte that arrives starts the count again, so a long download survives drops spread over
+          its length. Then Unavailable names the file, the attempts, the byte reached and the last error.
+        - the hub's download deadline, counted from this read's first dropped connection in download time (the
+          time the caller holds the bytes it was given does not count), and its max_reconnects for the file over
+          all its reads: a connection that is delivering is never cut, but past either bound the next drop ends
+          the read with DownloadGaveUp naming the file, the byte reached, the reconnects and the last cause. So a
+          Hub that always delivers a little and then drops cannot keep a download going forever.
+        Each reconnect, and then the end of a read that reconnected, goes to the meter's on_retry.
         """
         pos = start
         stop = self.size if end is None else min(end, self.size)
         if pos >= stop:
             return
-
-        def retrying(state: RetryCallState) -> None:
-            log.warning("download of %s/%s interrupted at byte %d (%s); retrying", self.repo_id, self.path, pos,
-                        state.outcome.exception() if state.outcome else None)
-
-        attempts = Retrying(stop=stop_after_attempt(MAX_ATTEMPTS), wait=wait_exponential(multiplier=0.2, max=2.0),
-                            retry=retry_if_exception_type((httpx.TransportError, _Retryable)), before_sleep=retrying)
+        read = next(_READS)
+        failures = 0  # failed connections in a row without a byte received
+        dropped = False  # whether a connection of this read has dropped yet
+        spent = 0.0  # download time since the first drop
+        since = 0.0  # when the current stretch of download time began (after the first drop)
+        cause = ""
+        retry = 0  # the file's reconnects as of this read's last one
         try:
-            for attempt in attempts:
-                with attempt:
+            while True:
+                try:
                     with self.hub._http.stream("GET", self._url, headers=self._headers(pos, stop - 1)) as resp:
                         self._check(resp)
                         if resp.status_code == 200 and pos > 0:
@@ -283,18 +347,57 @@ class RemoteFile:
                             pos += len(data)
                             if self._meter is not None:
                                 self._meter.add(len(data))
-                            # Bytes arrived: a failure from here on is the first of a new run (count and waits).
-                            attempt.retry_state.attempt_number = 1
+                            failures = 0  # bytes arrived: a failure from here on is the first of a new run
+                            if dropped:
+                                spent += time.monotonic() - since
                             yield data
+                            since = time.monotonic()
                             if pos >= stop:
-                                break
-                    if pos < stop:
-                        raise _Retryable("connection closed early")
-        except RetryError as err:
-            raise Unavailable(
-                f"download of {self.repo_id}/{self.path} failed after {MAX_ATTEMPTS} attempts "
-                f"at byte {pos} of {self.size}: {err.last_attempt.exception()}"
-            ) from None
+                                return
+                    raise _Retryable("the connection closed early")
+                except (httpx.TransportError, _Retryable) as exc:
+                    cause = _describe(exc)
+                now = time.monotonic()
+                if dropped:
+                    spent += now - since
+                dropped, since = True, now
+                failures += 1
+                if failures >= MAX_ATTEMPTS:
+                    raise Unavailable(
+                        f"download of {self.repo_id}/{self.path} failed after {MAX_ATTEMPTS} attempts "
+                        f"at byte {pos} of {self.size}: {cause}")
+                with self._lock:
+                    over = self._over_bounds(spent)
+                    if not over:
+                        self.reconnects += 1
+                    retry = self.reconnects
+                if over:
+                    raise DownloadGaveUp(
+                        f"the Hub kept dropping the connection: download of {self.repo_id}/{self.path} gave up "
+                        f"at byte {pos:,} of {self.size:,} after {retry} reconnects ({over}); last cause: {cause}")
+                if retry == 1 or retry % 100 == 0:
+                    log.warning("download of %s/%s interrupted at byte %d (%s); reconnect %d", self.repo_id,
+                                self.path, pos, cause, retry)
+                if self._meter is not None:
+                    self._meter.retrying(DownloadRetry(read, self.path, retry, pos, self.size, cause))
+                wait = min(RETRY_WAIT_MAX, RETRY_WAIT * 2 ** (failures - 1))
+                if self._meter is None:
+                    time.sleep(wait)
+                elif self._meter.abort.wait(wait):  # cancelled or stopping while it waited
+                    raise Cancelled(f"download of {self.path} stopped")
+        finally:
+            if retry and self._meter is not None:
+                self._meter.retrying(DownloadRetry(read, self.path, retry, pos, self.size, cause, ended=True))
+
+    def _over_bounds(self, spent: float) -> str:
+        """Which bound another reconnect would pass, in words ('' for none)."""
+        deadline, most = self.hub.download_deadline, self.hub.max_reconnects
+        if self.reconnects >= most:
+            return f"the most a file may take: FERRY_IMPORT_DOWNLOAD_MAX_RECONNECTS={most}"
+        if spent >= deadline:
+            return (f"still incomplete {spent:.0f}s after its first drop: "
+                    f"FERRY_IMPORT_DOWNLOAD_DEADLINE_SECONDS={deadline:g}")
+        return ""
 
     def read_range(self, start: int, length: int) -> bytes:
         if length <= 0:
@@ -304,3 +407,9 @@ class RemoteFile:
 
 class _Retryable(Exception):
     pass
+
+
+def _describe(exc: Exception) -> str:
+    """Why a connection failed, short: the error's text, or its type when it has none."""
+    text = str(exc) or type(exc).__name__
+    return text[:200]

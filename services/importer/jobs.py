@@ -46,7 +46,7 @@ from ferry.media import content_type
 from ferry.storage import ObjectStore
 from services.importer import reader
 from services.importer.convert import RowMapper
-from services.importer.hub import HubClient, Meter
+from services.importer.hub import DownloadGaveUp, DownloadRetry, HubClient, Meter
 from services.importer.mapping import describe_schema
 from services.importer.sources import Source, data_format, resolve
 from services.importer.tokens import TokenSealer
@@ -60,7 +60,8 @@ HEARTBEAT_INTERVAL = 0.4
 MAX_SKIP_REASONS = 20
 # An UNAVAILABLE store, catalog or Hub (after the store's and the Hub client's own quick retries; catalog calls are
 # not retried) pauses the job and resumes it from its last checkpoint, waiting 2, 4, 8 then 16 s, before the job
-# fails: a store or Hub restart is not an error.
+# fails: a store or Hub restart is not an error. A download that gave up after its own deadline (DownloadGaveUp:
+# the Hub kept dropping the connection) is not resumed: that would only start the same deadline again.
 TRANSIENT_RETRIES = 4
 RETRY_BASE_SECONDS = 2.0
 # request_json stores the source kind as the number importers have always written there (the catalog proto's
@@ -112,7 +113,8 @@ class Reporter:
     """Sends the job's progress to the catalog from its own thread: every REPORT_INTERVAL when it changed, and at
     least every HEARTBEAT_INTERVAL (the heartbeat) when it did not.
 
-    It is also how the worker learns of a cancel request or of losing the job to another worker.
+    It is also how the worker learns of a cancel request or of losing the job to another worker. While a download
+    reconnects after dropped connections (download_retry, the job meter's on_retry) the message says so.
     """
 
     def __init__(self, catalog: CatalogClient, job_id: str, worker_id: str, meter: Meter, req: ImportRequest,
@@ -131,6 +133,9 @@ class Reporter:
         self.cancel_requested = False
         self.lost = False
         self._lock = threading.Lock()
+        # Reads reconnecting now -> what the message says about them (the latest one is shown).
+        self._retrying: dict[int, str] = {}
+        self._retrying_lock = threading.Lock()
         self._sent_at = 0.0
         self._last: tuple[Any, ...] = ()
         self._stop = threading.Event()
@@ -169,6 +174,30 @@ class Reporter:
                            bytes_total=bytes_total, rows_per_second=self.rows / elapsed,
                            bytes_per_second=self.meter.bytes / elapsed, percent=pct)
 
+    def download_retry(self, event: DownloadRetry) -> None:
+        """A download reconnecting after a dropped connection, or a read that reconnected ending (Meter.on_retry;
+        on the downloading thread, so it only notes it: the next report carries it)."""
+        with self._retrying_lock:
+            self._retrying.pop(event.read, None)
+            if not event.ended:
+                self._retrying[event.read] = (f"downloading {event.path}: connection dropped, retry {event.retry} "
+                                              f"(resumed at byte {event.position:,})")
+
+    def clear_retries(self) -> None:
+        with self._retrying_lock:
+            self._retrying.clear()
+
+    def _retry_note(self) -> str:
+        with self._retrying_lock:
+            return next(reversed(self._retrying.values()), "")
+
+    def _message(self, phase: Phase | None) -> str:
+        """The message with what a reconnecting download is doing, if one is (never on a terminal phase)."""
+        note = "" if phase is not None and phase.terminal else self._retry_note()
+        if not note:
+            return self.message
+        return f"{self.message}; {note}" if self.message else note
+
     def send(self, phase: Phase | None = None, *, checkpoint: str = "", error: str = "", dataset_id: int = 0,
              message: str | None = None, final: bool = False) -> Job | None:
         with self._lock:
@@ -176,7 +205,7 @@ class Reporter:
                 self.message = message
             update = JobUpdate(
                 job_id=self.job_id, worker_id=self.worker_id, phase=phase, progress=self.progress(final),
-                message=self.message, error=error, checkpoint_json=checkpoint, dataset_id=dataset_id,
+                message=self._message(phase), error=error, checkpoint_json=checkpoint, dataset_id=dataset_id,
                 rows_skipped=self.skipped, skip_reasons=self.skip_reasons[:MAX_SKIP_REASONS],
             )
             try:
@@ -198,7 +227,7 @@ class Reporter:
 
     def _loop(self) -> None:
         while not self._stop.wait(REPORT_INTERVAL):
-            state = (self.rows, self.meter.bytes, self.skipped)
+            state = (self.rows, self.meter.bytes, self.skipped, self._retry_note())
             due = time.monotonic() - self._sent_at >= HEARTBEAT_INTERVAL
             if state != self._last or due:
                 self._last = state
@@ -284,6 +313,7 @@ class Runner:
             start_bytes=int(self.cp.get("src_bytes", 0)),
         )
         self.reporter.skip_reasons = list(self.cp.get("skip_reasons", []))
+        self.meter.on_retry = self.reporter.download_retry
 
     # -- checkpointing ---------------------------------------------------------------------------------------
 
@@ -337,7 +367,8 @@ class Runner:
             stop=stop_after_attempt(TRANSIENT_RETRIES + 1),
             wait=wait_exponential(multiplier=RETRY_BASE_SECONDS, exp_base=2),
             # A job another worker took over is not resumed here.
-            retry=retry_if_exception(lambda exc: isinstance(exc, Unavailable) and not self.reporter.lost),
+            retry=retry_if_exception(lambda exc: isinstance(exc, Unavailable) and not isinstance(exc, DownloadGaveUp)
+                                     and not self.reporter.lost),
             before_sleep=self._before_resume,
             sleep=self._wait_to_resume,
             reraise=True,
@@ -376,6 +407,7 @@ class Runner:
         rep.rows_base = sum(int(d["rows"]) for d in self.cp.get("done", [])) + int(cur.get("rows", 0))
         rep.rows = 0
         rep.skipped = int(cur["skipped"]) if cur else int(self.cp.get("skipped", 0))
+        rep.clear_retries()
 
     def _run(self) -> None:
         req = self.req

@@ -47,7 +47,8 @@ def start(cfg: ImporterConfig, store: ObjectStore | None = None, *, host: str | 
     except FerryError as exc:
         # Storage may come up after us; imports fail with a clear error until it does.
         log.warning("object storage is not ready yet: %s", exc)
-    hub = HubClient(cfg.hf_endpoint, str(cfg.hf_token))
+    hub = HubClient(cfg.hf_endpoint, str(cfg.hf_token), download_deadline=cfg.download_deadline_seconds,
+                    max_reconnects=cfg.download_max_reconnects)
     catalog = CatalogClient(cfg.catalog_addr)
     sealer = TokenSealer(parse_key(str(cfg.token_key))) if cfg.token_key else None
     pool = JobPool(catalog, store, hub, cfg.workers, cfg.local_source_dirs, cfg.resume_scan_seconds,

@@ -28,6 +28,7 @@ from datasets.data_files import FILES_TO_IGNORE, EmptyDatasetError, get_data_pat
 
 from ferry.datasets import SourceKind
 from ferry.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.importer.bounds import check_repo_id
 from services.importer.hub import HubClient, Meter, RemoteFile
 
 DATA_EXTENSIONS = (".parquet", ".jsonl", ".ndjson", ".json", ".csv", ".tsv")
@@ -379,16 +380,6 @@ class Source:
 
 def is_local(name: str) -> bool:
     return name.startswith(("/", "./", "~", "file://"))
-
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-
-
-def check_repo_id(name: str) -> None:
-    if not name:
-        raise InvalidArgument("dataset_name is required", field="dataset_name")
-    if not _REPO_ID.match(name) or ".." in name or name.endswith((".git", ".")):
-        raise InvalidArgument(f"dataset_name {name!r} is not a Hub repo id (owner/name)", field="dataset_name")
 
 
 def resolve_hub(hub: HubClient, repo_id: str, revision: str, token: str | None) -> Source:

@@ -283,6 +283,7 @@ class HubState:
         self.api_failure_retry_after: int | None = None
         self.fail_resolve = True
         self.drops: list[tuple[str, int]] = []
+        self.always_drop: tuple[str, int] | None = None
         self.bytes_per_second: float | None = None
         self.connections: set[socket.socket] = set()
         # Off by default: /resolve serves LFS bytes itself. On: 302 to a signed "CDN" URL like the real Hub.
@@ -318,12 +319,14 @@ class HubState:
         return hmac.new(self._secret, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
 
     def take_drop(self, key: str) -> int | None:
-        """Return the byte count after which to cut this transfer, consuming the switch."""
+        """Return the byte count after which to cut this transfer, consuming a one-shot switch."""
         with self.lock:
             for i, (sub, after) in enumerate(self.drops):
                 if sub in key:
                     del self.drops[i]
                     return after
+            if self.always_drop is not None and self.always_drop[0] in key:
+                return self.always_drop[1]
         return None
 
 

@@ -81,6 +81,13 @@ class StubHub:
         with st.lock:
             st.drops.append((path_substring, int(after_bytes)))
 
+    def drop_every_connection(self, path_substring: str | None, after_bytes: int = 0) -> None:
+        """Every /resolve GET whose "<repo_id>/<path>" contains path_substring is cut after `after_bytes` (a
+        response shorter than that is whole), until called with None. One-shot drops are taken first."""
+        st = self._server.state
+        with st.lock:
+            st.always_drop = None if path_substring is None else (path_substring, int(after_bytes))
+
     def throttle(self, bytes_per_second: float | None) -> None:
         """Slow /resolve bodies down to about this rate (None: full speed)."""
         self._server.state.bytes_per_second = bytes_per_second
