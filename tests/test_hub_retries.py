@@ -18,6 +18,17 @@ REPO = "openai/openai_humaneval"
 PATH = "openai_humaneval/test-00000-of-00001.parquet"
 
 
+def _ranges(hub: StubHub, expected: int) -> list[str | None]:
+    """The Range of every request for PATH. The stand-in hub logs a request once it has answered, which can be
+    a moment after the client read the last byte, so wait (briefly) for the log to have `expected` entries."""
+    deadline = time.monotonic() + 5
+    while True:
+        ranges = [r.get("range") for r in hub.requests if r["path"].endswith(PATH)]
+        if len(ranges) >= expected or time.monotonic() > deadline:
+            return ranges
+        time.sleep(0.02)
+
+
 def test_drops_after_progress_do_not_use_up_the_attempts(hub: StubHub) -> None:
     client = HubClient(hub.url)
     try:
@@ -27,7 +38,7 @@ def test_drops_after_progress_do_not_use_up_the_attempts(hub: StubHub) -> None:
             hub.drop_connection_once("openai_humaneval/test-", after_bytes=size // (drops + 2))
         data = client.open_file(REPO, hub.repo_sha(REPO), PATH, size, None, Meter()).read_range(0, size)
         assert data == (hub.repo_dir(REPO) / PATH).read_bytes()
-        ranges = [r.get("range") for r in hub.requests if r["path"].endswith(PATH)]
+        ranges = _ranges(hub, drops + 1)
         assert len(ranges) == drops + 1 and len(set(ranges)) == drops + 1  # each retry resumed further on
     finally:
         client.close()
@@ -47,7 +58,7 @@ def test_failures_in_a_row_back_off_then_name_the_file_and_byte(hub: StubHub) ->
         # One attempt with progress, then MAX_ATTEMPTS - 1 more without: 5 failures in a row in all, with
         # 0.2 + 0.4 + 0.8 + 1.6 s of waits between them.
         assert time.monotonic() - t0 >= 3.0
-        ranges = [r.get("range") for r in hub.requests if r["path"].endswith(PATH)]
+        ranges = _ranges(hub, MAX_ATTEMPTS)
         assert ranges == [f"bytes=0-{size - 1}"] + [f"bytes=1000-{size - 1}"] * (MAX_ATTEMPTS - 1)
     finally:
         client.close()

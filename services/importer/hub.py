@@ -9,7 +9,9 @@ Reconnecting after dropped connections is bounded three ways: MAX_ATTEMPTS faile
 byte (Unavailable: the Hub is down, a job may resume later), and, for a Hub that keeps delivering a little and
 then dropping (DownloadGaveUp), the download deadline of a read (counted from its first drop) and the reconnects
 allowed for one file (all its reads). Each reconnect is reported through the Meter's `on_retry` callback, so the
-caller can say so while it happens.
+caller can say so while it happens. A loop of our own rather than tenacity's: its count restarts whenever bytes
+arrive, it has two more stops than "N in a row" and it ends at once on cancel while waiting to reconnect, which
+with tenacity meant resetting its state from inside (as an earlier version did) and reading less plainly.
 """
 
 from __future__ import annotations
