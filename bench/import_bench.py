@@ -67,8 +67,12 @@ def _store(env: dict[str, str]) -> Any:
 # -- the measurements (each runs in its own process) -------------------------------------------------------------
 
 def _child_ferry(a: dict[str, Any]) -> dict[str, Any]:
-    from ferry import logs
+    import grpc
+
+    from ferry import logs, wire
     from ferry.canonical import TrainingType
+    from ferry.catalog.v1 import catalog_pb2 as cpb
+    from ferry.catalog.v1 import catalog_pb2_grpc
     from ferry.jobs import Phase
     from services.importer.config import ImporterConfig
     from services.importer.server import start
@@ -83,10 +87,11 @@ def _child_ferry(a: dict[str, Any]) -> dict[str, Any]:
         job = importer.core.start_import(REPO, ["train"], "", TrainingType.SL, MAPPING, 0, "bench import")
         accepted = time.perf_counter() - t0
         # The catalog's watch stream says when the job ends (no polling to cost CPU on the shared cores).
-        started = job
-        for job in importer.core.watch(started.id):  # noqa: B007 - the last state is what is reported
-            if job.phase.terminal:
-                break
+        with grpc.insecure_channel(a["catalog_addr"]) as channel:
+            for resp in catalog_pb2_grpc.CatalogServiceStub(channel).WatchJob(cpb.WatchJobRequest(job_id=job.id)):
+                job = wire.job_from_pb(resp.job)
+                if job.phase.terminal:
+                    break
         seconds = time.perf_counter() - t0
         run_cpu = _cpu() - cpu0
     finally:
