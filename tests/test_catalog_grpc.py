@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -262,6 +263,64 @@ def test_job_without_heartbeat_stalls_and_is_claimed_again(catalog_server: Runni
     assert not stub.ClaimJob(pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-c")).HasField("job")
     done = stub.UpdateJob(pb.UpdateJobRequest(job_id=job.id, worker_id="worker-b", phase=pb.JOB_PHASE_COMPLETE))
     assert done.job.phase == pb.JOB_PHASE_COMPLETE and done.job.HasField("finished_at")
+
+
+def _watch_until(stub: object, job_id: str, done: object) -> pb.Job:
+    """Watch the job until `done(job)` holds; returns that state."""
+    for resp in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=20):  # type: ignore[attr-defined]
+        if done(resp.job):  # type: ignore[operator]
+            return resp.job
+    raise AssertionError(f"job {job_id}: the watch ended first")
+
+
+def test_a_job_whose_worker_keeps_dying_ends_in_error(s3_env: dict[str, str], tmp_path: Path) -> None:
+    """FERRY_JOB_MAX_ATTEMPTS=2: the worker dies (stops heartbeating) twice, then the job is ERROR, says why and
+    is claimable no more; a watcher sees the end."""
+    running = start_catalog(s3_env, tmp_path / "c", extra_env={"FERRY_JOB_MAX_ATTEMPTS": "2"})
+    try:
+        stub = running.stub
+        job = _create_and_claim(stub, "worker-a")
+        stub.UpdateJob(pb.UpdateJobRequest(job_id=job.id, worker_id="worker-a", phase=pb.JOB_PHASE_DOWNLOADING))
+        assert _watch_until(stub, job.id, lambda j: j.stalled).phase == pb.JOB_PHASE_DOWNLOADING
+        again = stub.ClaimJob(pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-b")).job
+        assert again.id == job.id and again.attempt == 2
+        stub.UpdateJob(pb.UpdateJobRequest(job_id=job.id, worker_id="worker-b", phase=pb.JOB_PHASE_CONVERTING))
+        ended = _watch_until(stub, job.id, lambda j: j.phase != pb.JOB_PHASE_CONVERTING)
+        assert ended.phase == pb.JOB_PHASE_ERROR and not ended.stalled and ended.worker_id == ""
+        assert ended.HasField("finished_at") and ended.attempt == 2
+        assert ended.error.startswith("the worker stopped while running this job 2 times (the last at ")
+        assert "in phase converting); not retried" in ended.error and "FERRY_JOB_MAX_ATTEMPTS=2" in ended.error
+        assert stub.GetJob(pb.GetJobRequest(job_id=job.id)).job.error == ended.error
+        for req in (pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-c"),
+                    pb.ClaimJobRequest(worker_id="worker-c", job_id=job.id)):
+            assert not stub.ClaimJob(req).HasField("job")
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.UpdateJob(pb.UpdateJobRequest(job_id=job.id, worker_id="worker-b"))
+        assert _code(exc) == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        running.channel.close()
+        running.server.stop(grace=1.0)
+
+
+def test_a_stalled_job_is_not_claimed_during_its_back_off(s3_env: dict[str, str], tmp_path: Path) -> None:
+    """A back-off far longer than the test: ClaimJob right after the stall gets no job (the wait itself is
+    tested with a fake clock in test_catalog_core.py)."""
+    running = start_catalog(s3_env, tmp_path / "c", extra_env={"FERRY_JOB_RETRY_BACKOFF_SECONDS": "300"})
+    try:
+        stub = running.stub
+        job = _create_and_claim(stub, "worker-a")
+        stalled = _watch_until(stub, job.id, lambda j: j.stalled)
+        assert stalled.worker_id == "" and stalled.phase == pb.JOB_PHASE_QUEUED
+        for req in (pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-b"),
+                    pb.ClaimJobRequest(worker_id="worker-b", job_id=job.id)):
+            assert not stub.ClaimJob(req).HasField("job")
+        later = stub.CreateJob(pb.CreateJobRequest(kind=pb.JOB_KIND_IMPORT)).job  # the queue is not held up
+        assert stub.ClaimJob(pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-b")).job.id == later.id
+        current = stub.GetJob(pb.GetJobRequest(job_id=job.id)).job
+        assert current.stalled and current.attempt == 1
+    finally:
+        running.channel.close()
+        running.server.stop(grace=1.0)
 
 
 def test_heartbeating_worker_is_not_stalled(catalog_server: RunningCatalog) -> None:
