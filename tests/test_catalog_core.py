@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ferry.canonical import TrainingType
-from ferry.config import ConfigError
+from ferry.config import ConfigError, S3Config, Secret
 from ferry.datasets import DatasetRegistration, DatasetState, Split
 from ferry.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ferry.jobs import JobKind, JobProgress, JobUpdate, Phase
@@ -497,6 +497,30 @@ def test_dataset_register_browse_delete(db: Database, store: ObjectStore) -> Non
     assert datasets.finish_interrupted_deletes() == 1
     assert object_store.list_keys(prefix) == []
     assert db.query_one("SELECT id FROM datasets WHERE id = ?", (ds.id,)) is None
+
+
+def test_delete_interrupted_by_storage_is_finished_by_deleting_again(db: Database, store: ObjectStore,
+                                                                     s3_config: S3Config) -> None:
+    datasets = Datasets(db, store)
+    dataset_id, prefix = datasets.reserve()
+    store.put_bytes(f"{prefix}train.jsonl", jsonl_bytes([{"prompt": "p", "completion": "c"}]))
+    datasets.register(DatasetRegistration(dataset_id=dataset_id, name="x", training_type=TrainingType.SL,
+                                          splits=[Split("train", object_key=f"{prefix}train.jsonl")]))
+    # Storage refuses the delete (a real server, wrong credentials): the row stays hidden, DELETING.
+    datasets.store = ObjectStore(s3_config.model_copy(update={"secret_key": Secret("not-the-key")}))
+    with pytest.raises(Unavailable):
+        datasets.delete(dataset_id)
+    row = db.query_one("SELECT state FROM datasets WHERE id = ?", (dataset_id,))
+    assert row is not None and row["state"] == "DELETING"
+    with pytest.raises(NotFound):
+        datasets.get(dataset_id)
+    assert len(store.list_keys(prefix)) == 2
+    # No delete is in progress any more: deleting again takes the row over and finishes.
+    datasets.store = store
+    assert datasets.delete(dataset_id) == 2
+    assert store.list_keys(prefix) == [] and db.query_one("SELECT id FROM datasets WHERE id = ?", (dataset_id,)) is None
+    with pytest.raises(NotFound):
+        datasets.delete(dataset_id)
 
 
 def test_concurrent_registers_of_one_import_make_one_dataset(db: Database, store: ObjectStore) -> None:

@@ -195,6 +195,43 @@ def test_delete_removes_objects_and_record(catalog_server: RunningCatalog) -> No
     assert [d.id for d in stub.ListDatasets(pb.ListDatasetsRequest()).datasets] == [other.id]
 
 
+def test_concurrent_deletes_of_one_dataset_succeed_once(catalog_server: RunningCatalog) -> None:
+    stub = catalog_server.stub
+    ds = put_dataset(catalog_server, {"train": _rows(50), "test": _rows(5)})
+    prefix = f"datasets/{ds.id}/"
+    assert len(catalog_server.store.list_keys(prefix)) == 4
+    n = 50
+    start = threading.Barrier(n)
+    results: list[tuple[str, int | str]] = []
+    lock = threading.Lock()
+
+    def delete() -> None:
+        start.wait(30)
+        try:
+            got: tuple[str, int | str] = ("OK", stub.DeleteDataset(pb.DeleteDatasetRequest(dataset_id=ds.id),
+                                                                   timeout=60).objects_deleted)
+        except grpc.RpcError as exc:
+            got = (exc.code().name, exc.details())
+        with lock:
+            results.append(got)
+
+    threads = [threading.Thread(target=delete) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+        assert not t.is_alive()
+    assert len(results) == n
+    assert [r for r in results if r[0] == "OK"] == [("OK", 4)]
+    refused = [r for r in results if r[0] != "OK"]
+    assert len(refused) == n - 1 and {code for code, _ in refused} == {"NOT_FOUND"}
+    assert all(str(details).startswith(f"dataset {ds.id} not found") for _, details in refused)
+    assert catalog_server.store.list_keys(prefix) == []
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.GetDataset(pb.GetDatasetRequest(dataset_id=ds.id))
+    assert _code(exc) == grpc.StatusCode.NOT_FOUND
+
+
 def _create_and_claim(stub: object, worker: str = "w1") -> pb.Job:
     job = stub.CreateJob(pb.CreateJobRequest(kind=pb.JOB_KIND_IMPORT, request_json='{"repo_id": "a/b"}')).job  # type: ignore[attr-defined]
     claimed = stub.ClaimJob(pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id=worker, job_id=job.id)).job  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ import json
 import logging
 import sqlite3
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,9 @@ class Datasets:
     def __init__(self, db: Database, store: ObjectStore) -> None:
         self.db = db
         self.store = store
+        # Datasets a delete of this process is removing now; guarded by _delete_lock.
+        self._deleting: set[int] = set()
+        self._delete_lock = threading.Lock()
 
     # -- lookups ----------------------------------------------------------------
 
@@ -339,18 +343,42 @@ class Datasets:
     def delete(self, dataset_id: int) -> int:
         """Hide the dataset, remove its objects, then its row. Returns how many objects were removed.
 
-        A reserved (PENDING) dataset can be deleted too: that is how an import
-        that failed or was cancelled releases its reservation. If storage fails
-        midway the row stays DELETING (still invisible); deleting again, or
-        restarting the catalog, finishes the job.
+        Atomic: of concurrent deletes of one dataset exactly one succeeds, the others get NOT_FOUND (it is gone,
+        or being deleted by someone else). A reserved (PENDING) dataset can be deleted too: that is how an
+        import that failed or was cancelled releases its reservation. If storage fails midway the row stays
+        DELETING (still invisible); deleting again, or restarting the catalog, finishes the job.
         """
-        ds = self._load(dataset_id) if dataset_id > 0 else None
-        if ds is None:
-            raise NotFound(f"dataset {dataset_id} not found")
-        self.db.execute("UPDATE datasets SET state = ? WHERE id = ?", (DatasetState.DELETING.value, dataset_id))
-        removed = self._remove_objects(ds)
-        self.db.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
+        ds = self._claim_delete(dataset_id)
+        try:
+            removed = self._finish_delete(ds)
+        finally:
+            with self._delete_lock:
+                self._deleting.discard(dataset_id)
         log.info("deleted dataset %d (%d objects)", dataset_id, removed)
+        return removed
+
+    def _claim_delete(self, dataset_id: int) -> Dataset:
+        """Mark the dataset DELETING and this process's delete as the one in progress; NotFound when it is gone or
+        another delete has it. A row already DELETING with no delete in progress here was left by one that
+        failed (or by a previous process): this delete takes it over."""
+        if dataset_id <= 0:
+            raise NotFound(f"dataset {dataset_id} not found")
+        with self._delete_lock:
+            if dataset_id in self._deleting:
+                raise NotFound(f"dataset {dataset_id} not found (it is being deleted)")
+            with self.db.transaction() as conn:
+                row = conn.execute("SELECT * FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"dataset {dataset_id} not found")
+                conn.execute("UPDATE datasets SET state = ? WHERE id = ? AND state != ?",
+                             (DatasetState.DELETING.value, dataset_id, DatasetState.DELETING.value))
+            self._deleting.add(dataset_id)
+        return _row_to_dataset(row)
+
+    def _finish_delete(self, ds: Dataset) -> int:
+        """Remove the objects of a dataset marked DELETING, then its row."""
+        removed = self._remove_objects(ds)
+        self.db.execute("DELETE FROM datasets WHERE id = ? AND state = ?", (ds.id, DatasetState.DELETING.value))
         return removed
 
     def _remove_objects(self, ds: Dataset) -> int:
@@ -366,15 +394,14 @@ class Datasets:
 
     def finish_interrupted_deletes(self) -> int:
         """Complete deletes a previous process started but did not finish (called at start-up)."""
-        rows = self.db.query("SELECT * FROM datasets WHERE state = ?", (DatasetState.DELETING.value,))
+        rows = self.db.query("SELECT id FROM datasets WHERE state = ?", (DatasetState.DELETING.value,))
         for row in rows:
-            ds = _row_to_dataset(row)
             try:
-                self._remove_objects(ds)
+                self.delete(int(row["id"]))
+            except NotFound:
+                pass  # finished meanwhile by a delete call
             except Exception:  # noqa: BLE001 - retried at the next start or delete
-                log.warning("could not finish deleting dataset %d yet", ds.id)
-                continue
-            self.db.execute("DELETE FROM datasets WHERE id = ?", (ds.id,))
+                log.warning("could not finish deleting dataset %d yet", row["id"])
         return len(rows)
 
     # -- examples -------------------------------------------------------------------------
