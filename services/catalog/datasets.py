@@ -31,6 +31,14 @@ from ferry.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from ferry.storage import ObjectStore
 from services.catalog import paging
 from services.catalog.db import Database
+from services.catalog.limits import (
+    MAX_NAME,
+    MAX_OBJECT_KEY,
+    MAX_SPLIT_NAME,
+    check_length,
+    check_mappings,
+    short,
+)
 
 log = logging.getLogger("ferry.catalog.datasets")
 
@@ -167,6 +175,7 @@ class Datasets:
     def _validate(self, req: DatasetRegistration) -> TrainingType:
         if not req.name.strip():
             raise InvalidArgument("name must not be empty", field="name")
+        check_length(req.name.strip(), MAX_NAME, "name")
         if req.training_type is None:
             raise InvalidArgument("training_type is required: one of SL, DPO, CHAT", field="training_type")
         training_type = req.training_type
@@ -176,13 +185,17 @@ class Datasets:
         for i, split in enumerate(req.splits):
             if not split.name.strip():
                 raise InvalidArgument(f"splits[{i}].name must not be empty", field=f"splits[{i}].name")
+            check_length(split.name, MAX_SPLIT_NAME, f"splits[{i}].name")
             if split.name in seen:
                 raise InvalidArgument(f"split {split.name!r} is listed twice", field=f"splits[{i}].name")
             seen.add(split.name)
             if not split.object_key:
                 raise InvalidArgument(f"splits[{i}].object_key must not be empty", field=f"splits[{i}].object_key")
+            check_length(split.object_key, MAX_OBJECT_KEY, f"splits[{i}].object_key")
+            check_length(split.index_key, MAX_OBJECT_KEY, f"splits[{i}].index_key")
             if split.num_rows < 0 or split.num_bytes < 0:
                 raise InvalidArgument(f"splits[{i}] row and byte counts must be >= 0", field=f"splits[{i}]")
+        check_mappings(req.field_mappings)
         for key in req.field_mappings:
             if not key:
                 raise InvalidArgument("field_mappings has an empty target field", field="field_mappings")
@@ -420,7 +433,7 @@ class Datasets:
         chosen = ds.splits[0] if not split else next((s for s in ds.splits if s.name == split), None)
         if chosen is None:
             names = ", ".join(s.name for s in ds.splits)
-            raise NotFound(f"split {split!r} not found in dataset {dataset_id}; available splits: {names}")
+            raise NotFound(f"split {short(split)} not found in dataset {dataset_id}; available splits: {names}")
 
         def read_range(key: str, start: int, length: int) -> bytes:
             if length <= 0:

@@ -33,6 +33,15 @@ from ferry.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Not
 from ferry.jobs import TERMINAL, Job, JobFile, JobKind, JobPage, JobProgress, JobUpdate, Phase
 from services.catalog import paging
 from services.catalog.db import Database
+from services.catalog.limits import (
+    MAX_SKIP_REASONS,
+    MAX_WORKER_ID,
+    check_length,
+    check_request_json,
+    clip,
+    prefix,
+    short,
+)
 
 log = logging.getLogger("ferry.catalog.jobs")
 
@@ -213,7 +222,7 @@ class Jobs:
             return live.job
         job = self._load(job_id)
         if job is None:
-            raise NotFound(f"job {job_id} not found")
+            raise NotFound(f"job {prefix(job_id)} not found")
         return job
 
     def _live(self, job_id: str) -> _Live:
@@ -259,22 +268,23 @@ class Jobs:
             try:
                 job_id = str(uuid.UUID(job_id))
             except ValueError:
-                raise InvalidArgument(f"job_id must be a UUID, got {job_id!r}", field="job_id") from None
+                raise InvalidArgument(f"job_id must be a UUID, got {short(job_id)}", field="job_id") from None
         else:
             job_id = str(uuid.uuid4())
         if request_json:
+            check_request_json(request_json)
             try:
                 parsed = json.loads(request_json)
             except ValueError:
                 raise InvalidArgument("request_json is not valid JSON", field="request_json") from None
             secret = _find_secret_key(parsed)
             if secret:
-                raise InvalidArgument(f"request_json must not hold secrets (found key {secret!r})",
+                raise InvalidArgument(f"request_json must not hold secrets (found key {short(secret)})",
                                       field="request_json")
         if dataset_id < 0:
             raise InvalidArgument(f"dataset_id must be >= 0, got {dataset_id}", field="dataset_id")
         now = self._clock()
-        job = Job(id=job_id, kind=kind, phase=Phase.QUEUED, message=message or "queued", created_at=now,
+        job = Job(id=job_id, kind=kind, phase=Phase.QUEUED, message=clip(message) or "queued", created_at=now,
                   updated_at=now, request_json=request_json, dataset_id=dataset_id)
         values = _job_values(job)
         try:
@@ -321,6 +331,7 @@ class Jobs:
         """
         if not worker_id:
             raise InvalidArgument("worker_id is required", field="worker_id")
+        check_length(worker_id, MAX_WORKER_ID, "worker_id")
         if kind is None and not job_id:
             raise InvalidArgument("kind is required when no job_id is given", field="kind")
         with self._lock:
@@ -371,6 +382,7 @@ class Jobs:
     def update(self, req: JobUpdate) -> Job:
         if not req.worker_id:
             raise InvalidArgument("worker_id is required", field="worker_id")
+        check_length(req.worker_id, MAX_WORKER_ID, "worker_id")
         if req.phase is Phase.QUEUED:
             raise InvalidArgument("phase cannot be set back to QUEUED", field="phase")
         if req.rows_skipped < 0:
@@ -397,10 +409,11 @@ class Jobs:
             if req.progress is not None:
                 job.progress = copy.copy(req.progress)
             if req.message:
-                job.message = req.message
+                job.message = clip(req.message)
             if req.error:
-                significant = significant or req.error != job.error
-                job.error = req.error
+                error = clip(req.error)
+                significant = significant or error != job.error
+                job.error = error
             if req.checkpoint_json:
                 significant = True
                 job.checkpoint_json = req.checkpoint_json
@@ -415,7 +428,7 @@ class Jobs:
                 job.rows_skipped = req.rows_skipped
             if req.skip_reasons:
                 significant = True
-                job.skip_reasons = list(req.skip_reasons)
+                job.skip_reasons = [clip(r) for r in req.skip_reasons[:MAX_SKIP_REASONS]]
             if job.phase is Phase.ERROR and not job.error:
                 job.error = job.message if job.message and job.message != "queued" else "the job failed"
             if job.phase is Phase.COMPLETE:
