@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ferry.canonical import TrainingType
-from ferry.config import ConfigError
+from ferry.config import ConfigError, S3Config, Secret
 from ferry.datasets import DatasetRegistration, DatasetState, Split
 from ferry.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ferry.jobs import JobKind, JobProgress, JobUpdate, Phase
@@ -82,10 +82,20 @@ def test_config_defaults_and_overrides() -> None:
     ("FERRY_GRPC_PORT", "http"), ("FERRY_GRPC_PORT", "70000"), ("FERRY_GRPC_PORT", "-1"),
     ("FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS", "0"), ("FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS", "soon"),
     ("FERRY_GRPC_WORKERS", "1"), ("FERRY_SHUTDOWN_GRACE_SECONDS", "-3"),
+    ("FERRY_JOB_MAX_ATTEMPTS", "0"), ("FERRY_JOB_MAX_ATTEMPTS", "many"), ("FERRY_JOB_MAX_ATTEMPTS", "101"),
+    ("FERRY_JOB_RETRY_BACKOFF_SECONDS", "-1"), ("FERRY_JOB_RETRY_BACKOFF_SECONDS", "301"),
+    ("FERRY_JOB_RETRY_BACKOFF_SECONDS", "nan"),
 ])
 def test_config_fails_fast(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         CatalogConfig.from_env({**S3, name: value})
+
+
+def test_config_attempts_and_back_off() -> None:
+    cfg = CatalogConfig.from_env(S3)
+    assert cfg.max_attempts == 3 and cfg.retry_backoff == 5.0
+    cfg = CatalogConfig.from_env({**S3, "FERRY_JOB_MAX_ATTEMPTS": "1", "FERRY_JOB_RETRY_BACKOFF_SECONDS": "0"})
+    assert cfg.max_attempts == 1 and cfg.retry_backoff == 0.0
 
 
 def test_config_needs_storage() -> None:
@@ -190,6 +200,121 @@ def test_stall_reclaim_and_stale_worker(jobs: Jobs, clock: Clock) -> None:
         jobs.update(JobUpdate(job.id, "a"))
     assert jobs.claim(None, "c", job.id) is None  # owned and alive: nothing to claim
     assert jobs.claim(None, "b", job.id) is not None  # the owner retrying its claim gets it back
+
+
+def _stall(jobs: Jobs, clock: Clock, job_id: str, worker: str) -> float:
+    """Claim the job as `worker`, report a phase, then let the worker die; returns when it was last heard."""
+    claimed = jobs.claim(None, worker, job_id)
+    assert claimed is not None and claimed.worker_id == worker
+    heard = jobs.update(JobUpdate(job_id, worker, phase=Phase.EXPORTING)).heartbeat_at
+    assert heard is not None
+    clock.now += 31
+    assert jobs.sweep() == [job_id]
+    return heard
+
+
+def test_back_off_between_attempts(db: Database, clock: Clock) -> None:
+    jobs = Jobs(db, heartbeat_timeout=30, clock=clock, max_attempts=5, retry_backoff=5)
+    try:
+        assert [jobs.backoff(a) for a in (1, 2, 3, 4)] == [5, 10, 20, 40]
+        assert jobs.backoff(8) == jobs.backoff(1000) == jobs_mod.RETRY_BACKOFF_CAP
+        job = jobs.create(JobKind.EXPORT)
+        for attempt in (1, 2, 3):
+            _stall(jobs, clock, job.id, f"w{attempt}")
+            stalled = jobs.get(job.id)
+            assert stalled.stalled and stalled.phase is Phase.EXPORTING and stalled.attempt == attempt
+            assert stalled.retry_at == clock.now + 5 * 2 ** (attempt - 1)
+            clock.now = stalled.retry_at - 0.5
+            assert jobs.claim(JobKind.EXPORT, "early") is None  # backing off: refused by kind ...
+            assert jobs.claim(None, "early", job.id) is None  # ... and by id
+            assert jobs.get(job.id).stalled and jobs.get(job.id).attempt == attempt
+            clock.now += 0.5
+        again = jobs.claim(JobKind.EXPORT, "w4")
+        assert again is not None and again.id == job.id and again.attempt == 4 and again.retry_at is None
+        jobs.update(JobUpdate(job.id, "w4", phase=Phase.COMPLETE))
+
+        # A job in its back-off does not hold up the queue behind it.
+        first = jobs.create(JobKind.IMPORT)
+        clock.now += 1
+        second = jobs.create(JobKind.IMPORT)
+        _stall(jobs, clock, first.id, "a")
+        took = jobs.claim(JobKind.IMPORT, "b")
+        assert took is not None and took.id == second.id
+    finally:
+        jobs.close()
+
+    # The back-off is stored: a restarted catalog keeps it.
+    restarted = Jobs(db, heartbeat_timeout=30, clock=clock, max_attempts=5, retry_backoff=5)
+    try:
+        assert restarted.claim(JobKind.IMPORT, "c") is None
+        clock.now += 5
+        resumed = restarted.claim(JobKind.IMPORT, "c")
+        assert resumed is not None and resumed.id == first.id and resumed.attempt == 2
+    finally:
+        restarted.close()
+
+
+def test_a_job_whose_worker_keeps_stopping_ends_in_error(db: Database, clock: Clock) -> None:
+    jobs = Jobs(db, heartbeat_timeout=30, clock=clock, max_attempts=3, retry_backoff=5)
+    try:
+        job = jobs.create(JobKind.EXPORT)
+        for attempt in (1, 2):
+            _stall(jobs, clock, job.id, f"w{attempt}")
+            clock.now += jobs.backoff(attempt)
+        last = _stall(jobs, clock, job.id, "w3")  # the third worker dies too: no fourth attempt
+        ended = jobs.get(job.id)
+        assert ended.phase is Phase.ERROR and ended.attempt == 3 and ended.finished_at == clock.now
+        assert not ended.stalled and ended.worker_id == "" and ended.retry_at is None
+        assert ended.error == (
+            f"the worker stopped while running this job 3 times (the last at {jobs_mod._utc(last)}, in phase "
+            "exporting); not retried: a job that keeps stopping its worker (e.g. running it out of memory) "
+            "would crash-loop the service (FERRY_JOB_MAX_ATTEMPTS=3)")
+        assert last == 1_700_000_077 and jobs_mod._utc(last) == "2023-11-14T22:14:37Z"  # 31 + 5 + 31 + 10 s in
+        clock.now += 3600
+        assert jobs.claim(JobKind.EXPORT, "w4") is None and jobs.claim(None, "w4", job.id) is None
+        with pytest.raises(FailedPrecondition, match="already ended"):
+            jobs.update(JobUpdate(job.id, "w3", phase=Phase.EXPORTING))
+        row = db.query_one("SELECT phase, error FROM jobs WHERE id = ?", (job.id,))
+        assert row is not None and row["phase"] == "ERROR" and row["error"] == ended.error
+
+        # The last attempt of a job whose worker stays alive runs to its end; the worker's own error is its own.
+        done, failed = jobs.create(JobKind.IMPORT), jobs.create(JobKind.IMPORT)
+        for attempt in (1, 2):
+            for j in (done, failed):
+                _stall(jobs, clock, j.id, f"w{attempt}")
+            clock.now += jobs.backoff(attempt)
+        for j in (done, failed):
+            assert jobs.claim(None, "last", j.id) is not None
+        clock.now += 29
+        assert jobs.sweep() == []
+        assert jobs.update(JobUpdate(done.id, "last", phase=Phase.COMPLETE)).phase is Phase.COMPLETE
+        own = jobs.update(JobUpdate(failed.id, "last", phase=Phase.ERROR, error="bad row 7"))
+        assert own.phase is Phase.ERROR and own.error == "bad row 7"
+        clock.now += 31
+        assert jobs.sweep() == []
+        assert jobs.get(done.id).phase is Phase.COMPLETE and jobs.get(failed.id).error == "bad row 7"
+    finally:
+        jobs.close()
+
+
+def test_a_stalled_job_past_a_lowered_cap_ends_in_error(db: Database, clock: Clock) -> None:
+    before = Jobs(db, heartbeat_timeout=30, clock=clock, max_attempts=3)
+    swept, claimed = before.create(JobKind.IMPORT), before.create(JobKind.IMPORT)
+    for j in (swept, claimed):
+        for attempt in (1, 2):
+            _stall(before, clock, j.id, f"w{attempt}")
+    before.close()
+    after = Jobs(db, heartbeat_timeout=30, clock=clock, max_attempts=2)  # restarted with FERRY_JOB_MAX_ATTEMPTS=2
+    try:
+        assert after.claim(None, "w3", claimed.id) is None  # a claim ends it ...
+        assert after.get(claimed.id).phase is Phase.ERROR
+        assert after.get(swept.id).stalled
+        after.sweep()  # ... and so does the sweeper
+        ended = after.get(swept.id)
+        assert ended.phase is Phase.ERROR and "stopped while running this job 2 times" in ended.error
+        assert after.claim(JobKind.IMPORT, "w3") is None
+    finally:
+        after.close()
 
 
 def test_stalled_job_with_cancel_request_ends_cancelled(jobs: Jobs, clock: Clock) -> None:
@@ -372,6 +497,30 @@ def test_dataset_register_browse_delete(db: Database, store: ObjectStore) -> Non
     assert datasets.finish_interrupted_deletes() == 1
     assert object_store.list_keys(prefix) == []
     assert db.query_one("SELECT id FROM datasets WHERE id = ?", (ds.id,)) is None
+
+
+def test_delete_interrupted_by_storage_is_finished_by_deleting_again(db: Database, store: ObjectStore,
+                                                                     s3_config: S3Config) -> None:
+    datasets = Datasets(db, store)
+    dataset_id, prefix = datasets.reserve()
+    store.put_bytes(f"{prefix}train.jsonl", jsonl_bytes([{"prompt": "p", "completion": "c"}]))
+    datasets.register(DatasetRegistration(dataset_id=dataset_id, name="x", training_type=TrainingType.SL,
+                                          splits=[Split("train", object_key=f"{prefix}train.jsonl")]))
+    # Storage refuses the delete (a real server, wrong credentials): the row stays hidden, DELETING.
+    datasets.store = ObjectStore(s3_config.model_copy(update={"secret_key": Secret("not-the-key")}))
+    with pytest.raises(Unavailable):
+        datasets.delete(dataset_id)
+    row = db.query_one("SELECT state FROM datasets WHERE id = ?", (dataset_id,))
+    assert row is not None and row["state"] == "DELETING"
+    with pytest.raises(NotFound):
+        datasets.get(dataset_id)
+    assert len(store.list_keys(prefix)) == 2
+    # No delete is in progress any more: deleting again takes the row over and finishes.
+    datasets.store = store
+    assert datasets.delete(dataset_id) == 2
+    assert store.list_keys(prefix) == [] and db.query_one("SELECT id FROM datasets WHERE id = ?", (dataset_id,)) is None
+    with pytest.raises(NotFound):
+        datasets.delete(dataset_id)
 
 
 def test_concurrent_registers_of_one_import_make_one_dataset(db: Database, store: ObjectStore) -> None:

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from ferry import jsonl
 from ferry.catalog.v1 import catalog_pb2 as pb
+from ferry.rpcerrors import read_status
 from tests.fixtures.catalog import RunningCatalog, jsonl_bytes, put_dataset, start_catalog
 
 N_ROWS = 2500
@@ -194,6 +196,43 @@ def test_delete_removes_objects_and_record(catalog_server: RunningCatalog) -> No
     assert [d.id for d in stub.ListDatasets(pb.ListDatasetsRequest()).datasets] == [other.id]
 
 
+def test_concurrent_deletes_of_one_dataset_succeed_once(catalog_server: RunningCatalog) -> None:
+    stub = catalog_server.stub
+    ds = put_dataset(catalog_server, {"train": _rows(50), "test": _rows(5)})
+    prefix = f"datasets/{ds.id}/"
+    assert len(catalog_server.store.list_keys(prefix)) == 4
+    n = 50
+    start = threading.Barrier(n)
+    results: list[tuple[str, int | str]] = []
+    lock = threading.Lock()
+
+    def delete() -> None:
+        start.wait(30)
+        try:
+            got: tuple[str, int | str] = ("OK", stub.DeleteDataset(pb.DeleteDatasetRequest(dataset_id=ds.id),
+                                                                   timeout=60).objects_deleted)
+        except grpc.RpcError as exc:
+            got = (exc.code().name, exc.details())
+        with lock:
+            results.append(got)
+
+    threads = [threading.Thread(target=delete) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+        assert not t.is_alive()
+    assert len(results) == n
+    assert [r for r in results if r[0] == "OK"] == [("OK", 4)]
+    refused = [r for r in results if r[0] != "OK"]
+    assert len(refused) == n - 1 and {code for code, _ in refused} == {"NOT_FOUND"}
+    assert all(str(details).startswith(f"dataset {ds.id} not found") for _, details in refused)
+    assert catalog_server.store.list_keys(prefix) == []
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.GetDataset(pb.GetDatasetRequest(dataset_id=ds.id))
+    assert _code(exc) == grpc.StatusCode.NOT_FOUND
+
+
 def _create_and_claim(stub: object, worker: str = "w1") -> pb.Job:
     job = stub.CreateJob(pb.CreateJobRequest(kind=pb.JOB_KIND_IMPORT, request_json='{"repo_id": "a/b"}')).job  # type: ignore[attr-defined]
     claimed = stub.ClaimJob(pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id=worker, job_id=job.id)).job  # type: ignore[attr-defined]
@@ -264,6 +303,64 @@ def test_job_without_heartbeat_stalls_and_is_claimed_again(catalog_server: Runni
     assert done.job.phase == pb.JOB_PHASE_COMPLETE and done.job.HasField("finished_at")
 
 
+def _watch_until(stub: object, job_id: str, done: object) -> pb.Job:
+    """Watch the job until `done(job)` holds; returns that state."""
+    for resp in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=20):  # type: ignore[attr-defined]
+        if done(resp.job):  # type: ignore[operator]
+            return resp.job
+    raise AssertionError(f"job {job_id}: the watch ended first")
+
+
+def test_a_job_whose_worker_keeps_dying_ends_in_error(s3_env: dict[str, str], tmp_path: Path) -> None:
+    """FERRY_JOB_MAX_ATTEMPTS=2: the worker dies (stops heartbeating) twice, then the job is ERROR, says why and
+    is claimable no more; a watcher sees the end."""
+    running = start_catalog(s3_env, tmp_path / "c", extra_env={"FERRY_JOB_MAX_ATTEMPTS": "2"})
+    try:
+        stub = running.stub
+        job = _create_and_claim(stub, "worker-a")
+        stub.UpdateJob(pb.UpdateJobRequest(job_id=job.id, worker_id="worker-a", phase=pb.JOB_PHASE_DOWNLOADING))
+        assert _watch_until(stub, job.id, lambda j: j.stalled).phase == pb.JOB_PHASE_DOWNLOADING
+        again = stub.ClaimJob(pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-b")).job
+        assert again.id == job.id and again.attempt == 2
+        stub.UpdateJob(pb.UpdateJobRequest(job_id=job.id, worker_id="worker-b", phase=pb.JOB_PHASE_CONVERTING))
+        ended = _watch_until(stub, job.id, lambda j: j.phase != pb.JOB_PHASE_CONVERTING)
+        assert ended.phase == pb.JOB_PHASE_ERROR and not ended.stalled and ended.worker_id == ""
+        assert ended.HasField("finished_at") and ended.attempt == 2
+        assert ended.error.startswith("the worker stopped while running this job 2 times (the last at ")
+        assert "in phase converting); not retried" in ended.error and "FERRY_JOB_MAX_ATTEMPTS=2" in ended.error
+        assert stub.GetJob(pb.GetJobRequest(job_id=job.id)).job.error == ended.error
+        for req in (pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-c"),
+                    pb.ClaimJobRequest(worker_id="worker-c", job_id=job.id)):
+            assert not stub.ClaimJob(req).HasField("job")
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.UpdateJob(pb.UpdateJobRequest(job_id=job.id, worker_id="worker-b"))
+        assert _code(exc) == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        running.channel.close()
+        running.server.stop(grace=1.0)
+
+
+def test_a_stalled_job_is_not_claimed_during_its_back_off(s3_env: dict[str, str], tmp_path: Path) -> None:
+    """A back-off far longer than the test: ClaimJob right after the stall gets no job (the wait itself is
+    tested with a fake clock in test_catalog_core.py)."""
+    running = start_catalog(s3_env, tmp_path / "c", extra_env={"FERRY_JOB_RETRY_BACKOFF_SECONDS": "300"})
+    try:
+        stub = running.stub
+        job = _create_and_claim(stub, "worker-a")
+        stalled = _watch_until(stub, job.id, lambda j: j.stalled)
+        assert stalled.worker_id == "" and stalled.phase == pb.JOB_PHASE_QUEUED
+        for req in (pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-b"),
+                    pb.ClaimJobRequest(worker_id="worker-b", job_id=job.id)):
+            assert not stub.ClaimJob(req).HasField("job")
+        later = stub.CreateJob(pb.CreateJobRequest(kind=pb.JOB_KIND_IMPORT)).job  # the queue is not held up
+        assert stub.ClaimJob(pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-b")).job.id == later.id
+        current = stub.GetJob(pb.GetJobRequest(job_id=job.id)).job
+        assert current.stalled and current.attempt == 1
+    finally:
+        running.channel.close()
+        running.server.stop(grace=1.0)
+
+
 def test_heartbeating_worker_is_not_stalled(catalog_server: RunningCatalog) -> None:
     stub = catalog_server.stub
     job = _create_and_claim(stub)
@@ -331,6 +428,98 @@ def test_job_bad_input_and_listing(catalog_server: RunningCatalog) -> None:
     assert [j.id for j in rest.jobs] == [ids[0]] and not rest.next_page_token
     queued = stub.ListJobs(pb.ListJobsRequest(phases=[pb.JOB_PHASE_QUEUED]))
     assert {j.id for j in queued.jobs} == {ids[1], ids[2], imp.id}
+
+
+def _registration(**changes: object) -> pb.RegisterDatasetRequest:
+    req = pb.RegisterDatasetRequest(name="ok", training_type=pb.TRAINING_TYPE_SL,
+                                    splits=[pb.Split(name="train", object_key="datasets/1/train.jsonl")],
+                                    field_mappings={"prompt": "q"})
+    for name, value in changes.items():
+        if name == "field_mappings":
+            req.ClearField("field_mappings")
+            req.field_mappings.update(value)  # type: ignore[call-overload]
+        elif name == "split_name":
+            req.splits[0].name = value  # type: ignore[assignment]
+        elif name == "object_key":
+            req.splits[0].object_key = value  # type: ignore[assignment]
+        else:
+            setattr(req, name, value)
+    return req
+
+
+def _template(**changes: object) -> pb.SaveMappingTemplateRequest:
+    fields: dict[str, object] = {"name": "t", "training_type": pb.TRAINING_TYPE_SL, "field_mappings": {"prompt": "q"},
+                                 **changes}
+    return pb.SaveMappingTemplateRequest(**fields)  # type: ignore[arg-type]
+
+
+MANY = {f"t{i}": "c" for i in range(201)}
+TOO_BIG_JSON = '{"text": "' + "j" * (1024 * 1024) + '"}'
+
+
+@pytest.mark.parametrize("method,request_,field", [
+    ("RegisterDataset", _registration(name="n" * 257), "name"),
+    ("RegisterDataset", _registration(field_mappings=MANY), "field_mappings"),
+    ("RegisterDataset", _registration(field_mappings={"k" * 101: "q"}), "field_mappings"),
+    ("RegisterDataset", _registration(field_mappings={"prompt": "v" * 1001}), "field_mappings"),
+    ("RegisterDataset", _registration(split_name="s" * 201), "splits[0].name"),
+    ("RegisterDataset", _registration(object_key="o" * 1025), "splits[0].object_key"),
+    ("SaveMappingTemplate", _template(name="n" * 257), "name"),
+    ("SaveMappingTemplate", _template(field_mappings=MANY), "field_mappings"),
+    ("SaveMappingTemplate", _template(field_mappings={"k" * 101: "q"}), "field_mappings"),
+    ("SaveMappingTemplate", _template(field_mappings={"prompt": "v" * 1001}), "field_mappings"),
+    ("SaveMappingTemplate", _template(repo_id="r" * 1025), "repo_id"),
+    ("CreateJob", pb.CreateJobRequest(kind=pb.JOB_KIND_EXPORT, request_json=TOO_BIG_JSON), "request_json"),
+    ("CreateJob", pb.CreateJobRequest(kind=pb.JOB_KIND_EXPORT, job_id="u" * 5000), "job_id"),
+    ("ClaimJob", pb.ClaimJobRequest(kind=pb.JOB_KIND_EXPORT, worker_id="w" * 257), "worker_id"),
+    ("UpdateJob", pb.UpdateJobRequest(job_id=str(uuid.uuid4()), worker_id="w" * 257), "worker_id"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_bounds(catalog_server: RunningCatalog, method: str, request_: object, field: str) -> None:
+    """Past a bound: INVALID_ARGUMENT naming the field, the message quoting at most ~40 characters of the value."""
+    with pytest.raises(grpc.RpcError) as exc:
+        getattr(catalog_server.stub, method)(request_)
+    failure = read_status(exc.value)
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT, failure
+    assert failure.field == field and field in failure.message
+    assert len(failure.message) < 300, failure.message
+    for ch in "nkvsoruwj":
+        assert ch * 41 not in failure.message
+
+
+def test_values_at_the_bounds_are_kept(catalog_server: RunningCatalog) -> None:
+    stub = catalog_server.stub
+    mappings = {f"{i:03d}" + "k" * 97: "v" * 1000 for i in range(200)}
+    ds = put_dataset(catalog_server, {"s" * 200: _rows(2)}, name="n" * 256, field_mappings=mappings)
+    assert ds.name == "n" * 256 and dict(ds.field_mappings) == mappings and ds.splits[0].name == "s" * 200
+    t = stub.SaveMappingTemplate(_template(name="n" * 256, field_mappings=mappings, repo_id="r" * 1024)).template
+    assert t.name == "n" * 256 and dict(t.field_mappings) == mappings
+    at_limit = '{"text": "' + "j" * (1024 * 1024 - 12) + '"}'
+    assert len(at_limit) == 1024 * 1024
+    job = stub.CreateJob(pb.CreateJobRequest(kind=pb.JOB_KIND_EXPORT, request_json=at_limit)).job
+    assert len(stub.GetJob(pb.GetJobRequest(job_id=job.id)).job.request_json) == 1024 * 1024
+    # An unknown id far past any real one is NOT_FOUND, quoting only its start.
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.GetJob(pb.GetJobRequest(job_id="x" * 5000))
+    assert _code(exc) == grpc.StatusCode.NOT_FOUND and exc.value.details() == f"job {'x' * 40}... not found"
+
+
+def test_worker_text_is_clipped_not_refused(catalog_server: RunningCatalog) -> None:
+    """Messages, errors and skip reasons a worker writes are stored cut (2000 characters, 100 reasons)."""
+    stub = catalog_server.stub
+    job = stub.CreateJob(pb.CreateJobRequest(kind=pb.JOB_KIND_IMPORT, message="q" * 5000)).job
+    assert len(job.message) == 2000 and job.message.endswith("q...")
+    stub.ClaimJob(pb.ClaimJobRequest(worker_id="w", job_id=job.id))
+    got = stub.UpdateJob(pb.UpdateJobRequest(job_id=job.id, worker_id="w", message="m" * 3000,
+                                             skip_reasons=[f"{i} " + "r" * 3000 for i in range(150)],
+                                             rows_skipped=150)).job
+    assert len(got.message) == 2000 and got.message.startswith("m" * 1997)
+    assert len(got.skip_reasons) == 100 and all(len(r) == 2000 for r in got.skip_reasons)
+    assert [r.split()[0] for r in got.skip_reasons] == [str(i) for i in range(100)]
+    ended = stub.UpdateJob(pb.UpdateJobRequest(job_id=job.id, worker_id="w", phase=pb.JOB_PHASE_ERROR,
+                                               error="e" * 10_000)).job
+    assert ended.phase == pb.JOB_PHASE_ERROR and len(ended.error) == 2000
+    stored = stub.GetJob(pb.GetJobRequest(job_id=job.id)).job
+    assert stored.error == ended.error and list(stored.skip_reasons) == list(got.skip_reasons)
 
 
 def test_mapping_templates(catalog_server: RunningCatalog) -> None:

@@ -18,8 +18,8 @@ def main() -> int:
     except StorageUnavailable as exc:
         print(f"catalog: cannot start: {exc}", file=sys.stderr)
         return 1
-    log.info("catalog database %s, bucket %s, heartbeat timeout %.0fs", cfg.db_path, cfg.s3.bucket,
-             cfg.heartbeat_timeout)
+    log.info("catalog database %s, bucket %s, heartbeat timeout %.0fs, %d attempts per job (back-off %.0fs)",
+             cfg.db_path, cfg.s3.bucket, cfg.heartbeat_timeout, cfg.max_attempts, cfg.retry_backoff)
     try:
         grpcserver.run_until_signalled(server.server, "catalog")
     finally:

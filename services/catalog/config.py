@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ferry import config as c
 from ferry.config import S3Config
+from services.catalog.jobs import RETRY_BACKOFF_CAP
 
 
 class CatalogConfig(c.Settings):
@@ -19,6 +20,14 @@ class CatalogConfig(c.Settings):
     heartbeat_timeout: float = Field(30.0, gt=0, allow_inf_nan=False, validation_alias="FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS",
                                      description="a running job whose worker is silent this long is marked stalled "
                                                  "and can be claimed again")
+    max_attempts: int = Field(3, ge=1, le=100, validation_alias="FERRY_JOB_MAX_ATTEMPTS",
+                              description="times a job may be claimed: a job whose worker stopped (crashed, was "
+                                          "OOM-killed) this often ends in ERROR instead of being claimed again")
+    retry_backoff: float = Field(5.0, ge=0, le=RETRY_BACKOFF_CAP, allow_inf_nan=False,
+                                 validation_alias="FERRY_JOB_RETRY_BACKOFF_SECONDS",
+                                 description="a stalled job can be claimed again this long after it stalled, "
+                                             f"doubled for each attempt it used (at most {RETRY_BACKOFF_CAP:.0f} s); "
+                                             "0: at once")
     # Every worker's heartbeats and every page of examples: more concurrent calls than the other services see.
     grpc_workers: int = c.grpc_workers(64, minimum=8)
     max_watchers: int = Field(1000, ge=1, le=100_000, validation_alias="FERRY_CATALOG_MAX_WATCHERS",

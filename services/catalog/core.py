@@ -13,11 +13,12 @@ from services.catalog.templates import Templates
 
 class CatalogCore:
     def __init__(self, db_path: Path | str, store: ObjectStore, heartbeat_timeout: float,
-                 max_watchers: int = 1000) -> None:
+                 max_watchers: int = 1000, *, max_attempts: int = 3, retry_backoff: float = 0.0) -> None:
         self.db = Database(db_path)
         self.store = store
         self.datasets = Datasets(self.db, store)
-        self.jobs = Jobs(self.db, heartbeat_timeout, max_watchers=max_watchers)
+        self.jobs = Jobs(self.db, heartbeat_timeout, max_watchers=max_watchers, max_attempts=max_attempts,
+                         retry_backoff=retry_backoff)
         self.templates = Templates(self.db)
         self._closed = False
 

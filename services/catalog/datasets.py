@@ -10,6 +10,7 @@ import json
 import logging
 import sqlite3
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,14 @@ from ferry.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from ferry.storage import ObjectStore
 from services.catalog import paging
 from services.catalog.db import Database
+from services.catalog.limits import (
+    MAX_NAME,
+    MAX_OBJECT_KEY,
+    MAX_SPLIT_NAME,
+    check_length,
+    check_mappings,
+    short,
+)
 
 log = logging.getLogger("ferry.catalog.datasets")
 
@@ -120,6 +129,9 @@ class Datasets:
     def __init__(self, db: Database, store: ObjectStore) -> None:
         self.db = db
         self.store = store
+        # Datasets a delete of this process is removing now; guarded by _delete_lock.
+        self._deleting: set[int] = set()
+        self._delete_lock = threading.Lock()
 
     # -- lookups ----------------------------------------------------------------
 
@@ -163,6 +175,7 @@ class Datasets:
     def _validate(self, req: DatasetRegistration) -> TrainingType:
         if not req.name.strip():
             raise InvalidArgument("name must not be empty", field="name")
+        check_length(req.name.strip(), MAX_NAME, "name")
         if req.training_type is None:
             raise InvalidArgument("training_type is required: one of SL, DPO, CHAT", field="training_type")
         training_type = req.training_type
@@ -172,13 +185,17 @@ class Datasets:
         for i, split in enumerate(req.splits):
             if not split.name.strip():
                 raise InvalidArgument(f"splits[{i}].name must not be empty", field=f"splits[{i}].name")
+            check_length(split.name, MAX_SPLIT_NAME, f"splits[{i}].name")
             if split.name in seen:
                 raise InvalidArgument(f"split {split.name!r} is listed twice", field=f"splits[{i}].name")
             seen.add(split.name)
             if not split.object_key:
                 raise InvalidArgument(f"splits[{i}].object_key must not be empty", field=f"splits[{i}].object_key")
+            check_length(split.object_key, MAX_OBJECT_KEY, f"splits[{i}].object_key")
+            check_length(split.index_key, MAX_OBJECT_KEY, f"splits[{i}].index_key")
             if split.num_rows < 0 or split.num_bytes < 0:
                 raise InvalidArgument(f"splits[{i}] row and byte counts must be >= 0", field=f"splits[{i}]")
+        check_mappings(req.field_mappings)
         for key in req.field_mappings:
             if not key:
                 raise InvalidArgument("field_mappings has an empty target field", field="field_mappings")
@@ -339,18 +356,42 @@ class Datasets:
     def delete(self, dataset_id: int) -> int:
         """Hide the dataset, remove its objects, then its row. Returns how many objects were removed.
 
-        A reserved (PENDING) dataset can be deleted too: that is how an import
-        that failed or was cancelled releases its reservation. If storage fails
-        midway the row stays DELETING (still invisible); deleting again, or
-        restarting the catalog, finishes the job.
+        Atomic: of concurrent deletes of one dataset exactly one succeeds, the others get NOT_FOUND (it is gone,
+        or being deleted by someone else). A reserved (PENDING) dataset can be deleted too: that is how an
+        import that failed or was cancelled releases its reservation. If storage fails midway the row stays
+        DELETING (still invisible); deleting again, or restarting the catalog, finishes the job.
         """
-        ds = self._load(dataset_id) if dataset_id > 0 else None
-        if ds is None:
-            raise NotFound(f"dataset {dataset_id} not found")
-        self.db.execute("UPDATE datasets SET state = ? WHERE id = ?", (DatasetState.DELETING.value, dataset_id))
-        removed = self._remove_objects(ds)
-        self.db.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
+        ds = self._claim_delete(dataset_id)
+        try:
+            removed = self._finish_delete(ds)
+        finally:
+            with self._delete_lock:
+                self._deleting.discard(dataset_id)
         log.info("deleted dataset %d (%d objects)", dataset_id, removed)
+        return removed
+
+    def _claim_delete(self, dataset_id: int) -> Dataset:
+        """Mark the dataset DELETING and this process's delete as the one in progress; NotFound when it is gone or
+        another delete has it. A row already DELETING with no delete in progress here was left by one that
+        failed (or by a previous process): this delete takes it over."""
+        if dataset_id <= 0:
+            raise NotFound(f"dataset {dataset_id} not found")
+        with self._delete_lock:
+            if dataset_id in self._deleting:
+                raise NotFound(f"dataset {dataset_id} not found (it is being deleted)")
+            with self.db.transaction() as conn:
+                row = conn.execute("SELECT * FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"dataset {dataset_id} not found")
+                conn.execute("UPDATE datasets SET state = ? WHERE id = ? AND state != ?",
+                             (DatasetState.DELETING.value, dataset_id, DatasetState.DELETING.value))
+            self._deleting.add(dataset_id)
+        return _row_to_dataset(row)
+
+    def _finish_delete(self, ds: Dataset) -> int:
+        """Remove the objects of a dataset marked DELETING, then its row."""
+        removed = self._remove_objects(ds)
+        self.db.execute("DELETE FROM datasets WHERE id = ? AND state = ?", (ds.id, DatasetState.DELETING.value))
         return removed
 
     def _remove_objects(self, ds: Dataset) -> int:
@@ -366,15 +407,14 @@ class Datasets:
 
     def finish_interrupted_deletes(self) -> int:
         """Complete deletes a previous process started but did not finish (called at start-up)."""
-        rows = self.db.query("SELECT * FROM datasets WHERE state = ?", (DatasetState.DELETING.value,))
+        rows = self.db.query("SELECT id FROM datasets WHERE state = ?", (DatasetState.DELETING.value,))
         for row in rows:
-            ds = _row_to_dataset(row)
             try:
-                self._remove_objects(ds)
+                self.delete(int(row["id"]))
+            except NotFound:
+                pass  # finished meanwhile by a delete call
             except Exception:  # noqa: BLE001 - retried at the next start or delete
-                log.warning("could not finish deleting dataset %d yet", ds.id)
-                continue
-            self.db.execute("DELETE FROM datasets WHERE id = ?", (ds.id,))
+                log.warning("could not finish deleting dataset %d yet", row["id"])
         return len(rows)
 
     # -- examples -------------------------------------------------------------------------
@@ -393,7 +433,7 @@ class Datasets:
         chosen = ds.splits[0] if not split else next((s for s in ds.splits if s.name == split), None)
         if chosen is None:
             names = ", ".join(s.name for s in ds.splits)
-            raise NotFound(f"split {split!r} not found in dataset {dataset_id}; available splits: {names}")
+            raise NotFound(f"split {short(split)} not found in dataset {dataset_id}; available splits: {names}")
 
         def read_range(key: str, start: int, length: int) -> bytes:
             if length <= 0:

@@ -70,6 +70,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX mapping_templates_key ON mapping_templates(name, training_type, repo_id);
     """,
+    # v2: when a stalled job may be claimed again (back-off between attempts).
+    "ALTER TABLE jobs ADD COLUMN retry_at REAL",
 ]
 
 

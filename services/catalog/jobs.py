@@ -2,8 +2,10 @@
 
 Workers (importer/exporter replicas) own a job by claiming it and prove they are
 alive with every UpdateJob. A job whose owner stops heartbeating is marked
-stalled by the sweeper and can be claimed again; a stale worker that comes back
-is refused, so two workers never write the same job.
+stalled by the sweeper and can be claimed again after a back-off; a stale worker
+that comes back is refused, so two workers never write the same job. A job whose
+worker stopped `max_attempts` times ends in ERROR instead: a job that kills its
+worker (out of memory, a crash) must not crash-loop the service.
 
 Every change goes through `_commit`, which bumps a per-job version and wakes
 watchers through one condition variable; watchers never poll the database.
@@ -24,17 +26,29 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ferry.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from ferry.jobs import TERMINAL, Job, JobFile, JobKind, JobPage, JobProgress, JobUpdate, Phase
 from services.catalog import paging
 from services.catalog.db import Database
+from services.catalog.limits import (
+    MAX_SKIP_REASONS,
+    MAX_WORKER_ID,
+    check_length,
+    check_request_json,
+    clip,
+    prefix,
+    short,
+)
 
 log = logging.getLogger("ferry.catalog.jobs")
 
 THROTTLE = 0.5
 STALL_MESSAGE = "worker stopped responding; waiting to be resumed"
+# The longest back-off between two attempts, whatever the attempt (seconds).
+RETRY_BACKOFF_CAP = 300.0
 # Keys that would mean a secret was put into request_json (which every worker and log may see).
 SECRET_KEYS = {"token", "hf_token", "api_key", "apikey", "secret", "secret_key", "access_key", "password"}
 # Events a slow watcher can fall behind by before it only gets the latest state.
@@ -77,6 +91,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         worker_id=row["worker_id"],
         stalled=bool(row["stalled"]),
         attempt=int(row["attempt"]),
+        retry_at=row["retry_at"],
         cancel_requested=bool(row["cancel_requested"]),
         request_json=row["request_json"],
         checkpoint_json=row["checkpoint_json"],
@@ -103,6 +118,7 @@ def _job_values(job: Job) -> dict[str, Any]:
         "worker_id": job.worker_id,
         "stalled": int(job.stalled),
         "attempt": job.attempt,
+        "retry_at": job.retry_at,
         "cancel_requested": int(job.cancel_requested),
         "request_json": job.request_json,
         "checkpoint_json": job.checkpoint_json,
@@ -140,6 +156,10 @@ def _find_secret_key(value: Any) -> str | None:
     return None
 
 
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def derive_percent(p: JobProgress) -> float:
     """Percent of a running job; 100 is kept for COMPLETE.
 
@@ -159,11 +179,20 @@ def derive_percent(p: JobProgress) -> float:
 
 
 class Jobs:
+    """`max_attempts`: claims a job gets before a stall ends it (FERRY_JOB_MAX_ATTEMPTS); `retry_backoff`: seconds
+    a job stalled after its first attempt waits before it can be claimed again, doubled per attempt up to
+    RETRY_BACKOFF_CAP (FERRY_JOB_RETRY_BACKOFF_SECONDS; 0 = none)."""
+
     def __init__(self, db: Database, heartbeat_timeout: float, max_watchers: int = 1000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, max_attempts: int = 3,
+                 retry_backoff: float = 0.0) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.db = db
         self.heartbeat_timeout = heartbeat_timeout
         self.max_watchers = max_watchers
+        self.max_attempts = max_attempts
+        self.retry_backoff = retry_backoff
         self._clock = clock
         self._lock = threading.RLock()
         self._waiters: set[_Waiter] = set()
@@ -193,7 +222,7 @@ class Jobs:
             return live.job
         job = self._load(job_id)
         if job is None:
-            raise NotFound(f"job {job_id} not found")
+            raise NotFound(f"job {prefix(job_id)} not found")
         return job
 
     def _live(self, job_id: str) -> _Live:
@@ -239,22 +268,23 @@ class Jobs:
             try:
                 job_id = str(uuid.UUID(job_id))
             except ValueError:
-                raise InvalidArgument(f"job_id must be a UUID, got {job_id!r}", field="job_id") from None
+                raise InvalidArgument(f"job_id must be a UUID, got {short(job_id)}", field="job_id") from None
         else:
             job_id = str(uuid.uuid4())
         if request_json:
+            check_request_json(request_json)
             try:
                 parsed = json.loads(request_json)
             except ValueError:
                 raise InvalidArgument("request_json is not valid JSON", field="request_json") from None
             secret = _find_secret_key(parsed)
             if secret:
-                raise InvalidArgument(f"request_json must not hold secrets (found key {secret!r})",
+                raise InvalidArgument(f"request_json must not hold secrets (found key {short(secret)})",
                                       field="request_json")
         if dataset_id < 0:
             raise InvalidArgument(f"dataset_id must be >= 0, got {dataset_id}", field="dataset_id")
         now = self._clock()
-        job = Job(id=job_id, kind=kind, phase=Phase.QUEUED, message=message or "queued", created_at=now,
+        job = Job(id=job_id, kind=kind, phase=Phase.QUEUED, message=clip(message) or "queued", created_at=now,
                   updated_at=now, request_json=request_json, dataset_id=dataset_id)
         values = _job_values(job)
         try:
@@ -294,12 +324,18 @@ class Jobs:
     # -- worker side ---------------------------------------------------------------------
 
     def claim(self, kind: JobKind | None, worker_id: str, job_id: str = "") -> Job | None:
-        """Own a queued or stalled job: the given one, or the oldest of `kind`. None when there is none."""
+        """Own a queued or stalled job: the given one, or the oldest of `kind`. None when there is none.
+
+        A stalled job can be claimed once its back-off has passed (`retry_at`); a stalled job that has used its
+        attempts is ended (ERROR) instead of claimed.
+        """
         if not worker_id:
             raise InvalidArgument("worker_id is required", field="worker_id")
+        check_length(worker_id, MAX_WORKER_ID, "worker_id")
         if kind is None and not job_id:
             raise InvalidArgument("kind is required when no job_id is given", field="kind")
         with self._lock:
+            now = self._clock()
             if job_id:
                 current = self._view(job_id)
                 if kind is not None and current.kind is not kind:
@@ -310,24 +346,31 @@ class Jobs:
                     return copy.deepcopy(current)  # a retried claim by the owner
                 if current.phase.terminal or current.worker_id or current.cancel_requested:
                     return None
+                if current.stalled and current.attempt >= self.max_attempts:
+                    self._give_up(self._live(job_id))
+                    return None
+                if current.stalled and (current.retry_at or 0.0) > now:
+                    return None  # backing off
                 candidate = job_id
             else:
                 assert kind is not None
                 row = self.db.query_one(
                     "SELECT id FROM jobs WHERE kind = ? AND worker_id = '' AND cancel_requested = 0 "
-                    f"AND phase NOT IN ({', '.join('?' * len(TERMINAL))}) ORDER BY created_at, id LIMIT 1",
-                    [kind.value, *(p.value for p in TERMINAL)],
+                    f"AND phase NOT IN ({', '.join('?' * len(TERMINAL))}) "
+                    "AND (stalled = 0 OR (attempt < ? AND (retry_at IS NULL OR retry_at <= ?))) "
+                    "ORDER BY created_at, id LIMIT 1",
+                    [kind.value, *(p.value for p in TERMINAL), self.max_attempts, now],
                 )
                 if row is None:
                     return None
                 candidate = row["id"]
             live = self._live(candidate)
             job = copy.deepcopy(live.job)
-            now = self._clock()
             resumed = job.stalled or job.attempt > 0
             job.worker_id = worker_id
             job.attempt += 1
             job.stalled = False
+            job.retry_at = None
             job.heartbeat_at = now
             job.updated_at = now
             if resumed:
@@ -339,6 +382,7 @@ class Jobs:
     def update(self, req: JobUpdate) -> Job:
         if not req.worker_id:
             raise InvalidArgument("worker_id is required", field="worker_id")
+        check_length(req.worker_id, MAX_WORKER_ID, "worker_id")
         if req.phase is Phase.QUEUED:
             raise InvalidArgument("phase cannot be set back to QUEUED", field="phase")
         if req.rows_skipped < 0:
@@ -365,10 +409,11 @@ class Jobs:
             if req.progress is not None:
                 job.progress = copy.copy(req.progress)
             if req.message:
-                job.message = req.message
+                job.message = clip(req.message)
             if req.error:
-                significant = significant or req.error != job.error
-                job.error = req.error
+                error = clip(req.error)
+                significant = significant or error != job.error
+                job.error = error
             if req.checkpoint_json:
                 significant = True
                 job.checkpoint_json = req.checkpoint_json
@@ -383,7 +428,7 @@ class Jobs:
                 job.rows_skipped = req.rows_skipped
             if req.skip_reasons:
                 significant = True
-                job.skip_reasons = list(req.skip_reasons)
+                job.skip_reasons = [clip(r) for r in req.skip_reasons[:MAX_SKIP_REASONS]]
             if job.phase is Phase.ERROR and not job.error:
                 job.error = job.message if job.message and job.message != "queued" else "the job failed"
             if job.phase is Phase.COMPLETE:
@@ -476,8 +521,34 @@ class Jobs:
 
     # -- heartbeat sweeper ------------------------------------------------------------------
 
+    def backoff(self, attempt: int) -> float:
+        """Seconds a job whose worker stopped on its `attempt`-th claim waits before it can be claimed again."""
+        if self.retry_backoff <= 0 or attempt < 1:
+            return 0.0
+        return min(RETRY_BACKOFF_CAP, self.retry_backoff * 2.0 ** min(attempt - 1, 32))
+
+    def _give_up(self, live: _Live) -> Job:
+        """End a job whose worker stopped on every one of its attempts: ERROR, saying why (called with the lock)."""
+        job = copy.deepcopy(live.job)
+        now = self._clock()
+        last = job.heartbeat_at if job.heartbeat_at is not None else job.updated_at
+        times = "once" if job.attempt == 1 else f"{job.attempt} times"
+        job.error = (f"the worker stopped while running this job {times} (the last at {_utc(last)}, in phase "
+                     f"{job.phase.status}); not retried: a job that keeps stopping its worker (e.g. running it out "
+                     f"of memory) would crash-loop the service (FERRY_JOB_MAX_ATTEMPTS={self.max_attempts})")
+        job.message = f"gave up after {job.attempt} attempts: the worker stopped each time"
+        job.phase = Phase.ERROR
+        job.worker_id = ""
+        job.stalled = False
+        job.retry_at = None
+        job.finished_at = now
+        job.updated_at = now
+        log.error("job %s: %s", job.id, job.error)
+        return self._commit(live, job, significant=True)
+
     def sweep(self) -> list[str]:
-        """Write deferred progress; mark owned jobs without a recent heartbeat stalled. Returns those ids."""
+        """Write deferred progress; mark owned jobs without a recent heartbeat stalled, or end them (ERROR) when
+        they used their attempts. Returns the ids of the jobs whose worker was found gone."""
         stalled: list[str] = []
         with self._lock:
             now_m = time.monotonic()
@@ -501,8 +572,12 @@ class Jobs:
                 if not job.worker_id or job.phase.terminal or (job.heartbeat_at or 0) >= cutoff:
                     continue
                 now = self._clock()
-                log.warning("job %s: worker %s sent no heartbeat for %.0fs; marking stalled",
-                            job.id, job.worker_id, now - (job.heartbeat_at or now))
+                log.warning("job %s: worker %s sent no heartbeat for %.0fs (attempt %d of %d)", job.id,
+                            job.worker_id, now - (job.heartbeat_at or now), job.attempt, self.max_attempts)
+                stalled.append(job.id)
+                if not job.cancel_requested and job.attempt >= self.max_attempts:
+                    self._give_up(live)
+                    continue
                 job.worker_id = ""
                 job.updated_at = now
                 if job.cancel_requested:
@@ -512,8 +587,18 @@ class Jobs:
                 else:
                     job.stalled = True
                     job.message = STALL_MESSAGE
+                    job.retry_at = now + self.backoff(job.attempt)
                 self._commit(live, job, significant=True)
-                stalled.append(job.id)
+            # Stalled jobs left with no attempts (FERRY_JOB_MAX_ATTEMPTS lowered since they stalled) end too.
+            rows = self.db.query(
+                "SELECT id FROM jobs WHERE worker_id = '' AND stalled = 1 AND attempt >= ? "
+                f"AND phase NOT IN ({', '.join('?' * len(TERMINAL))})",
+                [self.max_attempts, *(p.value for p in TERMINAL)],
+            )
+            for row in rows:
+                live = self._live(row["id"])
+                if live.job.stalled and not live.job.worker_id and not live.job.phase.terminal:
+                    self._give_up(live)
         return stalled
 
     def start_sweeper(self, interval: float | None = None) -> None:

@@ -69,8 +69,8 @@ def start(cfg: CatalogConfig, store: ObjectStore | None = None, *, host: str | N
     127.0.0.1:0). The core (its database) is closed once the server has drained."""
     store = store or ObjectStore(cfg.s3)
     ensure_bucket(store, storage_timeout)
-    catalog = CatalogCore(cfg.db_path, store, cfg.heartbeat_timeout,
-                          max_watchers=cfg.max_watchers)
+    catalog = CatalogCore(cfg.db_path, store, cfg.heartbeat_timeout, max_watchers=cfg.max_watchers,
+                          max_attempts=cfg.max_attempts, retry_backoff=cfg.retry_backoff)
     catalog.start()
     try:
         running = grpcserver.serve(

@@ -11,6 +11,7 @@ from ferry.canonical import TrainingType
 from ferry.datasets import MappingTemplate
 from ferry.errors import InvalidArgument, NotFound
 from services.catalog.db import Database
+from services.catalog.limits import MAX_NAME, MAX_REPO_ID, check_length, check_mappings, prefix
 
 
 def _row(row: sqlite3.Row) -> MappingTemplate:
@@ -34,11 +35,14 @@ class Templates:
         name = name.strip()
         if not name:
             raise InvalidArgument("name must not be empty", field="name")
+        check_length(name, MAX_NAME, "name")
+        check_length(repo_id, MAX_REPO_ID, "repo_id")
         if training_type is None:
             raise InvalidArgument("training_type is required: one of SL, DPO, CHAT", field="training_type")
         tt = training_type
         if not field_mappings:
             raise InvalidArgument("field_mappings must map at least one field", field="field_mappings")
+        check_mappings(field_mappings)
         for target, source in field_mappings.items():
             if not target.strip() or not source.strip():
                 raise InvalidArgument("field_mappings entries need a target and a source column",
@@ -79,4 +83,4 @@ class Templates:
             raise InvalidArgument("template_id is required", field="template_id")
         cur = self.db.execute("DELETE FROM mapping_templates WHERE id = ?", (template_id,))
         if cur.rowcount == 0:
-            raise NotFound(f"mapping template {template_id} not found")
+            raise NotFound(f"mapping template {prefix(template_id)} not found")
