@@ -93,7 +93,7 @@ def test_config_fails_fast(name: str, value: str) -> None:
 
 def test_config_attempts_and_back_off() -> None:
     cfg = CatalogConfig.from_env(S3)
-    assert cfg.max_attempts == 3 and cfg.retry_backoff == 5.0
+    assert cfg.max_attempts == 5 and cfg.retry_backoff == 5.0
     cfg = CatalogConfig.from_env({**S3, "FERRY_JOB_MAX_ATTEMPTS": "1", "FERRY_JOB_RETRY_BACKOFF_SECONDS": "0"})
     assert cfg.max_attempts == 1 and cfg.retry_backoff == 0.0
 

@@ -176,7 +176,8 @@ def test_make_run_restarts_a_killed_service_and_imports_complete(tmp_path: Path)
     sources.mkdir()
     env.update({
         "FERRY_LOCAL_SOURCE_DIRS": str(sources),
-        # A job whose worker died is marked stalled after 3 s and picked up within 1 s by the new importer.
+        # A job whose worker died is marked stalled after 3 s and picked up by the new importer once its retry
+        # back-off (FERRY_JOB_RETRY_BACKOFF_SECONDS, 5 s for a first retry) has passed.
         "FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS": "3",
         "FERRY_IMPORT_RESUME_SCAN_SECONDS": "1",
         "FERRY_IMPORT_PART_BYTES": str(5 * 1024 * 1024),

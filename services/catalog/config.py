@@ -20,7 +20,7 @@ class CatalogConfig(c.Settings):
     heartbeat_timeout: float = Field(30.0, gt=0, allow_inf_nan=False, validation_alias="FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS",
                                      description="a running job whose worker is silent this long is marked stalled "
                                                  "and can be claimed again")
-    max_attempts: int = Field(3, ge=1, le=100, validation_alias="FERRY_JOB_MAX_ATTEMPTS",
+    max_attempts: int = Field(5, ge=1, le=100, validation_alias="FERRY_JOB_MAX_ATTEMPTS",
                               description="times a job may be claimed: a job whose worker stopped (crashed, was "
                                           "OOM-killed) this often ends in ERROR instead of being claimed again")
     retry_backoff: float = Field(5.0, ge=0, le=RETRY_BACKOFF_CAP, allow_inf_nan=False,
