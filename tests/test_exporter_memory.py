@@ -21,11 +21,10 @@ import pytest
 from ferry.canonical import TrainingType
 from services.exporter import convert, engine
 from services.exporter.engine import bound_batches
-from services.exporter.formats import check_request
+from services.exporter.formats import MAX_SYSTEM_MESSAGE, check_request
 from tests.fixtures.exporter import SAMPLE_ROWS, jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_SYSTEM_MESSAGE = 64 * 1024  # the largest system_message the gateway passes (gateway/limits.py MAX_TEXT)
 
 
 def _lines(n: int) -> bytes:

@@ -108,8 +108,9 @@ def check_model(model: str) -> str:
     key = ALIASES.get(key, key)
     if key not in MODELS:
         known = ", ".join(sorted(set(MODELS) | set(ALIASES)))
+        shown = str(model) if len(str(model)) <= 40 else str(model)[:40] + "..."  # a bad value, quoted briefly
         raise InvalidArgument(
-            f"unknown OpenAI fine-tuning model {model!r}; known models: {known}", field=MODEL_FIELD
+            f"unknown OpenAI fine-tuning model {shown!r}; known models: {known}", field=MODEL_FIELD
         )
     return key
 
