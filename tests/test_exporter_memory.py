@@ -143,7 +143,7 @@ print(json.dumps({"peak_rss_mb": peak_rss_mb(), "files": {f.name: f.size for f i
 ROWS = 3000
 # Peak RSS of the child for ROWS short rows and a 64 KiB system_message (MB): before batches were cut by
 # rows x message, 1,061 (alpaca), 1,158 (openai, report in a thread) and 882 (alpaca, train_split 0.8; its
-# batches are per split); after, 203-208 (alpaca) and 315 (openai, of which ~120 are the report's tokenizer).
+# batches are per split); after, 203-208 (alpaca) and 315-350 (openai, of which ~120 are the report's tokenizer).
 # A child with no system message peaks at ~130 (alpaca) and ~270 (openai).
 MAX_PEAK_RSS_MB = 600
 
