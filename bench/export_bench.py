@@ -5,6 +5,8 @@ json.loads/json.dumps loop (read from the store, convert row by row, write to th
 bare copy of the same bytes through the store. Each measurement runs in a fresh subprocess so
 its peak RSS is its own; CPU seconds are the measuring process and its children (not SeaweedFS).
 FERRY_BENCH_ROWS sets a smaller size, FERRY_BENCH_ONLY="alpaca,csv" runs only those format lines.
+Last, peak RSS with the largest system_message (64 KiB, copied into every row) on FERRY_BENCH_SYSTEM_ROWS
+rows (default 5,000; 0 skips it): the output is rows x 64 KiB, memory must stay that of a batch.
 
 Run: PYTHONPATH=. .venv/bin/python -m bench.export_bench
 """
@@ -50,6 +52,13 @@ PLANS: list[tuple[str, str, dict[str, str], float | None]] = [
     ("langchain qa_pairs", "langchain", {"export_type": "qa_pairs"}, None),
     ("csv", "csv", {}, None),
     ("huggingface", "huggingface", {}, None),
+]
+# The largest system_message a request may carry, on a few thousand rows (the output grows by rows x 64 KiB).
+SYSTEM_MESSAGE_CHARS = 64 * 1024
+SYSTEM_PLANS: list[tuple[str, str, float | None]] = [
+    ("openai, 64 KiB system_message", "openai", None),
+    ("alpaca, 64 KiB system_message", "alpaca", None),
+    ("csv, 64 KiB system_message, split 0.9", "csv", 0.9),
 ]
 
 
@@ -129,6 +138,7 @@ def child(kind: str, env: dict[str, str], key: str, n: int, size: int, spec: dic
     tune_malloc()
     store = _store(env)
     helper = 0.0
+    out_bytes = 0
     cpu0 = _cpu()
     t0 = time.perf_counter()
     if kind == "copy":
@@ -163,16 +173,18 @@ def child(kind: str, env: dict[str, str], key: str, n: int, size: int, spec: dic
         ds = SourceDataset(1, "bench", tt, (SourceSplit("train", key, n, size),))
         params = dict(spec["params"])
         no_report = bool(params.pop("_no_report", None))
-        req = check_request(1, spec["format"], "bench_out", None, spec["train_split"], params)
+        system = "S" * spec["system_message_chars"] if spec.get("system_message_chars") else None
+        req = check_request(1, spec["format"], "bench_out", system, spec["train_split"], params)
         batch = int(os.environ.get("FERRY_EXPORT_BATCH_BYTES", "0")) or None
         kwargs: dict[str, Any] = {"batch_bytes": batch} if batch else {}
         if no_report:
             kwargs["with_report"] = False
         exporter = Exporter(store, ds, req, f"bench-{secrets.token_hex(4)}", **kwargs)
-        exporter.run()
+        files = exporter.run()
         helper = getattr(exporter.feeder, "peak_rss_mb", 0.0)
+        out_bytes = sum(f.size for f in files)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "cpu_seconds": _cpu() - cpu0, "rows_per_s": n / seconds, "mb_per_s": size / seconds / 1e6, "peak_rss_mb": _peak_mb(),
+    return {"out_bytes": out_bytes, "seconds": seconds, "cpu_seconds": _cpu() - cpu0, "rows_per_s": n / seconds, "mb_per_s": size / seconds / 1e6, "peak_rss_mb": _peak_mb(),
             "helper_rss_mb": helper}
 
 
@@ -190,6 +202,23 @@ def _line(label: str, r: dict[str, Any], naive: dict[str, Any], copy: dict[str, 
     print(f"{label:36} {r['rows_per_s']:>10,.0f} {r['mb_per_s']:>7.1f} {r['peak_rss_mb']:>12.0f} "
           f"{r['rows_per_s'] / naive['rows_per_s']:>8.2f} {r['rows_per_s'] / copy['rows_per_s']:>7.2f} "
           f"{r['cpu_seconds']:>7.1f} {naive['cpu_seconds'] / r['cpu_seconds']:>11.2f} {helper:>19}", flush=True)
+
+
+def _system_message_lines(env: dict[str, str], store: Any) -> None:
+    """Peak RSS with a 64 KiB system_message: every output row carries it, memory stays that of a batch."""
+    n = int(os.environ.get("FERRY_BENCH_SYSTEM_ROWS", "5000"))
+    if n <= 0:
+        return
+    src = store.upload_stream("datasets/3/train.jsonl", _rows(n, dpo=False))
+    print(f"\n64 KiB system_message on {n:,} SL rows ({src.size / 1e6:.1f} MB of canonical JSONL; a third of "
+          "the rows have a system of their own and keep it)", flush=True)
+    print(f"{'measurement':40} {'rows/s':>8} {'output MB':>10} {'peak RSS MB':>12} {'report proc RSS MB':>19}")
+    for label, fmt, split in SYSTEM_PLANS:
+        r = _run_child("export", env, src.key, n, src.size, {"format": fmt, "params": {}, "train_split": split,
+                                                              "system_message_chars": SYSTEM_MESSAGE_CHARS})
+        helper = f"{r['helper_rss_mb']:.0f}" if r.get("helper_rss_mb") else "-"
+        print(f"{label:40} {r['rows_per_s']:>8,.0f} {r['out_bytes'] / 1e6:>10,.0f} {r['peak_rss_mb']:>12.0f} "
+              f"{helper:>19}", flush=True)
 
 
 def main() -> None:
@@ -236,6 +265,7 @@ def main() -> None:
         # Again at the end: how far the baselines drifted while the formats ran (shared cores).
         _line("bare copy, again", _run_child("copy", env, sl.key, n, sl.size, {}), naive, copy)
         _line("naive json loop, again", _run_child("naive", env, sl.key, n, sl.size, {}), naive, copy)
+        _system_message_lines(env, store)
     finally:
         server.stop()
         import shutil

@@ -14,7 +14,14 @@ import pytest
 from ferry.canonical import TrainingType
 from ferry.errors import InvalidArgument
 from services.exporter import convert
-from services.exporter.formats import check_output_filename, check_request
+from services.exporter.formats import (
+    MAX_PARAM_KEY,
+    MAX_PARAM_VALUE,
+    MAX_PARAMS,
+    MAX_SYSTEM_MESSAGE,
+    check_output_filename,
+    check_request,
+)
 from services.exporter.shuffle import Permutation, ShuffleSpool, split_sizes
 from tests.fixtures.exporter import SAMPLE_ROWS, jsonl
 
@@ -106,6 +113,32 @@ def test_good_output_filename_and_request() -> None:
     assert check_output_filename("my-data_v2.final") == "my-data_v2.final"
     req = check_request(1, "OpenAI", "x", "  ", None, {"seed": "7"})
     assert (req.format, req.train_split, req.system_message, req.seed) == ("openai", 1.0, None, 7)
+
+
+def test_request_bounds_name_the_field_and_quote_little_of_the_value() -> None:
+    req = check_request(1, "huggingface", "x", "s" * MAX_SYSTEM_MESSAGE, None,
+                        {"description": "d" * MAX_PARAM_VALUE})  # the largest values pass
+    assert len(req.system_message or "") == MAX_SYSTEM_MESSAGE
+    huge = "x" * 100_000
+    cases: list[tuple[str, str | None, dict[str, str], str]] = [
+        ("csv", "s" * (MAX_SYSTEM_MESSAGE + 1), {}, "system_message"),
+        ("csv", huge, {}, "system_message"),
+        ("csv", None, {f"k{i}": "v" for i in range(MAX_PARAMS + 1)}, "additional_params"),
+        ("csv", None, {"k" * (MAX_PARAM_KEY + 1): "v"}, "additional_params"),
+        ("huggingface", None, {"description": "d" * (MAX_PARAM_VALUE + 1)}, "additional_params.description"),
+        ("csv", None, {"split": huge}, "additional_params.split"),
+        (huge, None, {}, "format"),
+        ("langchain", None, {"export_type": "x" * MAX_PARAM_VALUE}, "additional_params.export_type"),
+        ("csv", None, {"seed": "x" * MAX_PARAM_VALUE}, "additional_params.seed"),
+        ("openai", None, {"n_epochs": "x" * MAX_PARAM_VALUE}, "additional_params.n_epochs"),
+        ("openai", None, {"model": "x" * MAX_PARAM_VALUE}, "additional_params.model"),
+    ]
+    for fmt, system, params, field in cases:
+        with pytest.raises(InvalidArgument) as err:
+            check_request(1, fmt, "x", system, None, params)
+        assert err.value.field == field and field in err.value.message, (field, err.value.message)
+        assert "x" * 41 not in err.value.message and "s" * 41 not in err.value.message, err.value.message
+        assert len(err.value.message) < 400, err.value.message
 
 
 def test_push_to_hub_script(tmp_path: Path) -> None:

@@ -80,6 +80,39 @@ def test_bad_requests_are_refused_before_queuing(stack: Any) -> None:
     assert list(jobs) == []
 
 
+def test_grpc_callers_get_the_bounds_the_gateway_applies(catalog_server: Any, exporter_server: Any) -> None:
+    sl = put_dataset(catalog_server, {"train": SAMPLE_ROWS["SL"]}, training_type=cpb.TRAINING_TYPE_SL)
+    start = exporter_server.stub.StartExport
+
+    def refused(field: str, **kwargs: Any) -> None:
+        with pytest.raises(grpc.RpcError) as err:
+            start(pb.StartExportRequest(**{"dataset_id": sl.id, "format": "csv", "output_filename": "o", **kwargs}))
+        details = err.value.details() or ""
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in details, details
+        assert "z" * 41 not in details and len(details) < 400, details  # a bad value is quoted briefly
+
+    refused("system_message", system_message="z" * (64 * 1024 + 1))
+    refused("system_message", system_message="z" * (1 << 20))
+    refused("additional_params", additional_params={f"k{i}": "v" for i in range(65)})
+    refused("additional_params", additional_params={"k" * 101: "v"})
+    refused("additional_params.split", additional_params={"split": "z" * 1001})
+    refused("format", format="z" * 10_000)
+    assert list(catalog_server.stub.ListJobs(cpb.ListJobsRequest(kind=cpb.JOB_KIND_EXPORT)).jobs) == []
+    # The largest system_message is taken, and every row without a system of its own carries it.
+    resp = start(pb.StartExportRequest(dataset_id=sl.id, format="csv", output_filename="o",
+                                       system_message="z" * (64 * 1024)))
+    deadline = time.monotonic() + 60
+    while True:
+        job = exporter_server.stub.GetExport(pb.GetExportRequest(export_id=resp.export.job.id)).export.job
+        if job.phase in (cpb.JOB_PHASE_COMPLETE, cpb.JOB_PHASE_ERROR, cpb.JOB_PHASE_CANCELLED):
+            break
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job.phase == cpb.JOB_PHASE_COMPLETE, job
+    rows_without_system = sum(1 for r in SAMPLE_ROWS["SL"] if not r.get("system"))
+    assert [f.name for f in job.files] == ["o.csv"] and job.files[0].size > rows_without_system * 64 * 1024
+
+
 def test_deleted_dataset_is_not_found(stack: Any) -> None:
     catalog, _, gw = stack
     ds = put_dataset(catalog, {"train": SAMPLE_ROWS["SL"]}, training_type=cpb.TRAINING_TYPE_SL)

@@ -177,6 +177,21 @@ def test_token_counts_match_the_tokenizer(model, encoding):
     assert split["tokens_per_example"]["max"] == max(t for t, _ in want)
 
 
+def test_long_system_prompts_repeated_or_alternating_are_counted_exactly():
+    """A 64 KiB system_message is on every line of an export; counted once, the figures are the tokenizer's."""
+    big_a = "Règle « stricte » numéro 1. " * 2400  # ~67 KB, past the report's text cache
+    big_b = big_a[:-1] + "!"
+    convs = [[{"role": "system", "content": s}, {"role": "user", "content": f"q{i}"},
+              {"role": "assistant", "content": f"a{i}"}]
+             for i, s in enumerate([big_a, big_a, big_b, big_a, big_b, big_b, big_a])]
+    rep = report_of([json.dumps({"messages": m}) for m in convs])
+    want = [expected_tokens(m, "o200k_base") for m in convs]
+    split = rep["splits"]["train"]
+    assert split["total_tokens"] == sum(t for t, _ in want)
+    assert split["tokens_per_example"]["max"] == max(t for t, _ in want)
+    assert expected_tokens(convs[0], "o200k_base") != expected_tokens(convs[2], "o200k_base")
+
+
 def test_cl100k_and_o200k_differ_where_they_should():
     line = json.dumps({"messages": EXAMPLES[1]})
     o200k = report_of([line], model="gpt-4o")["splits"]["train"]["total_tokens"]

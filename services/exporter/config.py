@@ -52,7 +52,8 @@ class ExporterConfig(c.Settings):
                                      description="heartbeat of a running export (keep well under the catalog's "
                                                  "`FERRY_JOB_HEARTBEAT_TIMEOUT_SECONDS`)")
     batch_bytes: int = Field(4 * 1024 * 1024, ge=65536, validation_alias="FERRY_EXPORT_BATCH_BYTES",
-                             description="input read per conversion batch (memory vs. speed)")
+                             description="input read per conversion batch, counting one copy of the system_message "
+                                         "per row (memory vs. speed)")
     report_processes: int = Field(2, ge=1, validation_alias="FERRY_EXPORT_REPORT_PROCESSES",
                                   description="processes that tokenise an openai export's validation report side by "
                                               "side (its tokenizer holds the GIL); each holds ~220 MB")

@@ -59,6 +59,15 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
+def row_overhead(ctx: Context) -> int:
+    """Bytes an output row may carry beyond its own input: the request's system_message, as JSON text.
+
+    Every format copies it into each row without a system of its own; its JSON text is the longest form any
+    of them writes (CSV doubles only quotes, which JSON escapes too). The engine sizes batches with it.
+    """
+    return len(dumps(ctx.system_message)) if ctx.system_message else 0
+
+
 # -- per-row helpers ------------------------------------------------------------
 
 

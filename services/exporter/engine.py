@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import yaml  # type: ignore[import-untyped]
 
 from ferry.canonical import TrainingType
@@ -200,6 +201,36 @@ def _count_lines(data: bytes) -> int:
     return data.count(b"\n")
 
 
+def bound_batches(batches: Iterable[tuple[bytes, Any]], per_row: int, limit: int) -> Iterator[tuple[bytes, Any]]:
+    """Batches of whole lines cut again so that each one's input plus `per_row` bytes a row stays within `limit`.
+
+    A request's system_message is written into every row of the output, so a batch of N rows converts to
+    about N x per_row bytes more than its input: with a large message and short rows, a batch sized by its
+    input alone would build gigabytes (polars holds several copies of a batch's text while building it).
+    Cutting by rows x (line + per_row) keeps every conversion, and so the exporter's memory, bounded by
+    `limit` whatever the message's size; a single row longer than `limit` is a batch of its own. `index` is a
+    batch's first row number (an int) or one row number per line (an array, from the shuffle) and is cut
+    along. Without a system_message (`per_row` 0) batches pass through untouched.
+    """
+    for data, index in batches:
+        n = _count_lines(data)
+        if per_row <= 0 or len(data) + n * per_row <= limit:
+            yield data, index
+            continue
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A) + 1
+        if len(ends) == 0 or ends[-1] != len(data):  # a last line without its newline
+            ends = np.append(ends, len(data))
+        # cost[j]: bytes of lines 0..j plus per_row for each of them
+        cost = ends + per_row * np.arange(1, len(ends) + 1, dtype=np.int64)
+        first, start, spent = 0, 0, 0
+        while first < len(ends):
+            last = max(first, int(np.searchsorted(cost, spent + limit, side="right")) - 1)
+            end = int(ends[last])
+            sub_index = index + first if isinstance(index, int) else index[first:last + 1]
+            yield data[start:end], sub_index
+            first, start, spent = last + 1, end, int(cost[last])
+
+
 class Exporter:
     """Runs one export: `run()` returns the final files or raises, leaving nothing behind."""
 
@@ -275,7 +306,7 @@ class Exporter:
     def _records(self, batches: Iterable[tuple[bytes, int | Any]], report_split: str | None) -> Iterator[bytes]:
         sep = b",\n" if self.fmt.framing == "json_array" else b"\n"
         fmt = self.fmt.name if self.fmt.name != "csv" else "csv"
-        for data, index in batches:
+        for data, index in bound_batches(batches, convert.row_overhead(self.ctx), self.batch_bytes):
             out, n = convert.convert_batch(fmt, data, self.ctx, index, sep)
             if self.feeder is not None and report_split is not None and out:
                 self.feeder.put(out, report_split)

@@ -18,6 +18,21 @@ from services.exporter.convert import LANGCHAIN_EXPORT_TYPES
 ALL_TYPES = (TrainingType.SL, TrainingType.DPO, TrainingType.CHAT)
 MAX_FILENAME = 128
 DEFAULT_SEED = 42
+# Bounds on the free values of a request (characters), as the gateway's (gateway/limits.py) for gRPC callers.
+# The engine's memory does not depend on them (it sizes batches by rows x system_message), but a job record,
+# a status message or a dataset card has no use for more.
+MAX_SYSTEM_MESSAGE = 64 * 1024
+MAX_PARAMS = 64
+MAX_PARAM_KEY = 100
+MAX_PARAM_VALUE = 1000
+# How much of a bad value an error message quotes.
+QUOTE_CHARS = 40
+
+
+def short(value: object) -> str:
+    """`value` quoted for an error message: at most its first QUOTE_CHARS characters."""
+    text = str(value)
+    return repr(text[:QUOTE_CHARS] + "...") if len(text) > QUOTE_CHARS else repr(text)
 
 
 @dataclass(frozen=True)
@@ -127,7 +142,7 @@ _SAFE_SPLIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 def get_format(name: str) -> Format:
     fmt = FORMATS.get(str(name or "").strip().lower())
     if fmt is None:
-        raise InvalidArgument(f"format {name!r} is not supported; supported formats: {', '.join(FORMATS)}",
+        raise InvalidArgument(f"format {short(name)} is not supported; supported formats: {', '.join(FORMATS)}",
                               field="format")
     return fmt
 
@@ -178,6 +193,21 @@ class ExportRequest:
                    float(d.get("train_split", 1.0)), dict(d.get("additional_params") or {}))
 
 
+def check_params_size(params: dict[str, str]) -> None:
+    """At most MAX_PARAMS additional_params, names of MAX_PARAM_KEY and values of MAX_PARAM_VALUE characters."""
+    if len(params) > MAX_PARAMS:
+        raise InvalidArgument(f"additional_params has {len(params)} entries; at most {MAX_PARAMS}",
+                              field="additional_params")
+    for key, value in params.items():
+        if len(str(key)) > MAX_PARAM_KEY:
+            raise InvalidArgument(f"additional_params name {short(key)} is longer than {MAX_PARAM_KEY} characters",
+                                  field="additional_params")
+        text = str(value)  # text on gRPC; a Python caller may pass a number
+        if len(text) > MAX_PARAM_VALUE:
+            raise InvalidArgument(f"additional_params.{key} is longer than {MAX_PARAM_VALUE} characters "
+                                  f"({len(text)}: {short(text)})", field=f"additional_params.{key}")
+
+
 def check_request(dataset_id: int, format_name: str, output_filename: str, system_message: str | None,
                   train_split: float | None, params: dict[str, str]) -> ExportRequest:
     """Everything about a request that does not need the dataset."""
@@ -189,8 +219,12 @@ def check_request(dataset_id: int, format_name: str, output_filename: str, syste
         train_split = 1.0
     if not (0.0 < train_split <= 1.0):
         raise InvalidArgument(f"train_split must be > 0 and <= 1, got {train_split}", field="train_split")
+    if system_message is not None and len(system_message) > MAX_SYSTEM_MESSAGE:
+        raise InvalidArgument(f"system_message is longer than {MAX_SYSTEM_MESSAGE} characters "
+                              f"({len(system_message)}: {short(system_message)})", field="system_message")
     if system_message is not None and not system_message.strip():
         system_message = None
+    check_params_size(params)
     known = {p.name: p for p in fmt.params}
     for key, value in params.items():
         if key not in known:
@@ -199,13 +233,13 @@ def check_request(dataset_id: int, format_name: str, output_filename: str, syste
                 f"{', '.join(known) or 'none'}", field=f"additional_params.{key}")
         p = known[key]
         if p.choices and value not in p.choices:
-            raise InvalidArgument(f"additional_params.{key} must be one of {', '.join(p.choices)}, got {value!r}",
+            raise InvalidArgument(f"additional_params.{key} must be one of {', '.join(p.choices)}, got {short(value)}",
                                   field=f"additional_params.{key}")
     if "seed" in params:
         try:
             int(params["seed"])
         except ValueError:
-            raise InvalidArgument(f"additional_params.seed must be an integer, got {params['seed']!r}",
+            raise InvalidArgument(f"additional_params.seed must be an integer, got {short(params['seed'])}",
                                   field="additional_params.seed") from None
     if fmt.name == "openai":
         from services.exporter import openai_report
@@ -215,7 +249,7 @@ def check_request(dataset_id: int, format_name: str, output_filename: str, syste
         try:
             epochs = int(n_epochs) if n_epochs else None
         except ValueError:
-            raise InvalidArgument(f"additional_params.n_epochs must be an integer, got {n_epochs!r}",
+            raise InvalidArgument(f"additional_params.n_epochs must be an integer, got {short(n_epochs)}",
                                   field="additional_params.n_epochs") from None
         if epochs is not None and not 1 <= epochs <= openai_report.MAX_EPOCHS:
             raise InvalidArgument(f"additional_params.n_epochs must be between 1 and {openai_report.MAX_EPOCHS}, "

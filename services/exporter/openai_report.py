@@ -108,8 +108,9 @@ def check_model(model: str) -> str:
     key = ALIASES.get(key, key)
     if key not in MODELS:
         known = ", ".join(sorted(set(MODELS) | set(ALIASES)))
+        shown = str(model) if len(str(model)) <= 40 else str(model)[:40] + "..."  # a bad value, quoted briefly
         raise InvalidArgument(
-            f"unknown OpenAI fine-tuning model {model!r}; known models: {known}", field=MODEL_FIELD
+            f"unknown OpenAI fine-tuning model {shown!r}; known models: {known}", field=MODEL_FIELD
         )
     return key
 
@@ -426,6 +427,8 @@ class OpenAIReport:
         # vocabulary.
         self._count: Callable[[str], int] = self._load_count
         self._cache: dict[str, int] = {}
+        # The last long system text and its count: a request's system_message (up to 64 KiB) is on every line.
+        self._last_system: tuple[str, int] = ("", 0)
         self._splits: dict[str, _Split] = {}
 
     # -- per line -----------------------------------------------------------
@@ -574,6 +577,13 @@ class OpenAIReport:
                     cache.clear()
                 cache[text] = n
             return int(n)
+        if role == "system":
+            last_text, last_n = self._last_system
+            if text == last_text:
+                return last_n
+            n = int(count(text))
+            self._last_system = (text, n)
+            return n
         return int(count(text))
 
     def _record(self, st: _Split, lineno: int, n_messages: int, total: int, assistant: int, roles: set[str]
