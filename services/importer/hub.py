@@ -58,6 +58,21 @@ SORTS = {"downloads": "downloads", "likes": "likes", "trending_score": "trending
          "modified": "last_modified"}
 
 
+@dataclass
+class _ReadState:
+    """Where one ranged read stands, across its connections."""
+
+    pos: int
+    stop: int
+    read: int  # this read's number, so the meter can tell reads apart
+    failures: int = 0  # failed connections in a row without a byte received
+    dropped: bool = False  # whether a connection of this read has dropped yet
+    spent: float = 0.0  # download time since the first drop
+    since: float = 0.0  # when the current stretch of download time began (after the first drop)
+    cause: str = ""
+    retry: int = 0  # the file's reconnects as of this read's last one
+
+
 class DownloadGaveUp(Unavailable):
     """A download kept being cut past its deadline or its reconnects. Resuming the import would only start the same
     bounds again, so the job fails instead (unlike the Unavailable of a Hub that delivers nothing, which it
@@ -322,74 +337,76 @@ class RemoteFile:
           Hub that always delivers a little and then drops cannot keep a download going forever.
         Each reconnect, and then the end of a read that reconnected, goes to the meter's on_retry.
         """
-        pos = start
-        stop = self.size if end is None else min(end, self.size)
-        if pos >= stop:
+        st = _ReadState(start, self.size if end is None else min(end, self.size), next(_READS))
+        if st.pos >= st.stop:
             return
-        read = next(_READS)
-        failures = 0  # failed connections in a row without a byte received
-        dropped = False  # whether a connection of this read has dropped yet
-        spent = 0.0  # download time since the first drop
-        since = 0.0  # when the current stretch of download time began (after the first drop)
-        cause = ""
-        retry = 0  # the file's reconnects as of this read's last one
         try:
             while True:
                 try:
-                    with self.hub._http.stream("GET", self._url, headers=self._headers(pos, stop - 1)) as resp:
-                        self._check(resp)
-                        if resp.status_code == 200 and pos > 0:
-                            raise _Retryable("the server ignored the Range header")
-                        for data in resp.iter_raw():  # as received, so a cut loses nothing already read
-                            if self._meter is not None and self._meter.abort.is_set():
-                                raise Cancelled(f"download of {self.path} stopped")
-                            if not data:
-                                continue
-                            data = data[: stop - pos]
-                            pos += len(data)
-                            if self._meter is not None:
-                                self._meter.add(len(data))
-                            failures = 0  # bytes arrived: a failure from here on is the first of a new run
-                            if dropped:
-                                spent += time.monotonic() - since
-                            yield data
-                            since = time.monotonic()
-                            if pos >= stop:
-                                return
+                    yield from self._connection(st)
+                    if st.pos >= st.stop:
+                        return
                     raise _Retryable("the connection closed early")
                 except (httpx.TransportError, _Retryable) as exc:
-                    cause = _describe(exc)
-                now = time.monotonic()
-                if dropped:
-                    spent += now - since
-                dropped, since = True, now
-                failures += 1
-                if failures >= MAX_ATTEMPTS:
-                    raise Unavailable(
-                        f"download of {self.repo_id}/{self.path} failed after {MAX_ATTEMPTS} attempts "
-                        f"at byte {pos} of {self.size}: {cause}")
-                with self._lock:
-                    over = self._over_bounds(spent)
-                    if not over:
-                        self.reconnects += 1
-                    retry = self.reconnects
-                if over:
-                    raise DownloadGaveUp(
-                        f"the Hub kept dropping the connection: download of {self.repo_id}/{self.path} gave up "
-                        f"at byte {pos:,} of {self.size:,} after {retry} reconnects ({over}); last cause: {cause}")
-                if retry == 1 or retry % 100 == 0:
-                    log.warning("download of %s/%s interrupted at byte %d (%s); reconnect %d", self.repo_id,
-                                self.path, pos, cause, retry)
-                if self._meter is not None:
-                    self._meter.retrying(DownloadRetry(read, self.path, retry, pos, self.size, cause))
-                wait = min(RETRY_WAIT_MAX, RETRY_WAIT * 2 ** (failures - 1))
-                if self._meter is None:
-                    time.sleep(wait)
-                elif self._meter.abort.wait(wait):  # cancelled or stopping while it waited
-                    raise Cancelled(f"download of {self.path} stopped")
+                    st.cause = _describe(exc)
+                self._reconnect(st)
         finally:
-            if retry and self._meter is not None:
-                self._meter.retrying(DownloadRetry(read, self.path, retry, pos, self.size, cause, ended=True))
+            if st.retry and self._meter is not None:
+                self._meter.retrying(DownloadRetry(st.read, self.path, st.retry, st.pos, self.size, st.cause,
+                                                   ended=True))
+
+    def _connection(self, st: _ReadState) -> Iterator[bytes]:
+        """One connection's bytes from st.pos on, counted into `st` as they arrive."""
+        with self.hub._http.stream("GET", self._url, headers=self._headers(st.pos, st.stop - 1)) as resp:
+            self._check(resp)
+            if resp.status_code == 200 and st.pos > 0:
+                raise _Retryable("the server ignored the Range header")
+            for data in resp.iter_raw():  # as received, so a cut loses nothing already read
+                if self._meter is not None and self._meter.abort.is_set():
+                    raise Cancelled(f"download of {self.path} stopped")
+                if not data:
+                    continue
+                data = data[: st.stop - st.pos]
+                st.pos += len(data)
+                if self._meter is not None:
+                    self._meter.add(len(data))
+                st.failures = 0  # bytes arrived: a failure from here on is the first of a new run
+                if st.dropped:
+                    st.spent += time.monotonic() - st.since
+                yield data
+                st.since = time.monotonic()
+                if st.pos >= st.stop:
+                    return
+
+    def _reconnect(self, st: _ReadState) -> None:
+        """After a dropped connection: give up past a bound (raising), else report the retry and wait."""
+        now = time.monotonic()
+        if st.dropped:
+            st.spent += now - st.since
+        st.dropped, st.since = True, now
+        st.failures += 1
+        if st.failures >= MAX_ATTEMPTS:
+            raise Unavailable(f"download of {self.repo_id}/{self.path} failed after {MAX_ATTEMPTS} attempts "
+                              f"at byte {st.pos} of {self.size}: {st.cause}")
+        with self._lock:
+            over = self._over_bounds(st.spent)
+            if not over:
+                self.reconnects += 1
+            st.retry = self.reconnects
+        if over:
+            raise DownloadGaveUp(
+                f"the Hub kept dropping the connection: download of {self.repo_id}/{self.path} gave up "
+                f"at byte {st.pos:,} of {self.size:,} after {st.retry} reconnects ({over}); last cause: {st.cause}")
+        if st.retry == 1 or st.retry % 100 == 0:
+            log.warning("download of %s/%s interrupted at byte %d (%s); reconnect %d", self.repo_id,
+                        self.path, st.pos, st.cause, st.retry)
+        if self._meter is not None:
+            self._meter.retrying(DownloadRetry(st.read, self.path, st.retry, st.pos, self.size, st.cause))
+        wait = min(RETRY_WAIT_MAX, RETRY_WAIT * 2 ** (st.failures - 1))
+        if self._meter is None:
+            time.sleep(wait)
+        elif self._meter.abort.wait(wait):  # cancelled or stopping while it waited
+            raise Cancelled(f"download of {self.path} stopped")
 
     def _over_bounds(self, spent: float) -> str:
         """Which bound another reconnect would pass, in words ('' for none)."""
