@@ -380,65 +380,15 @@ class Jobs:
             return copy.deepcopy(job)
 
     def update(self, req: JobUpdate) -> Job:
-        if not req.worker_id:
-            raise InvalidArgument("worker_id is required", field="worker_id")
-        check_length(req.worker_id, MAX_WORKER_ID, "worker_id")
-        if req.phase is Phase.QUEUED:
-            raise InvalidArgument("phase cannot be set back to QUEUED", field="phase")
-        if req.rows_skipped < 0:
-            raise InvalidArgument("rows_skipped must be >= 0", field="rows_skipped")
+        """The owning worker's report (also its heartbeat)."""
+        _check_update(req)
         with self._lock:
-            current = self._view(req.job_id)
-            if current.phase.terminal:
-                raise FailedPrecondition(
-                    f"job {req.job_id} already ended ({current.phase.value.lower()}) and cannot change")
-            if current.worker_id != req.worker_id:
-                why = ("it was marked stalled; claim it again to resume" if not current.worker_id
-                       else "another worker owns it now")
-                raise FailedPrecondition(f"job {req.job_id} is not owned by worker {req.worker_id}: {why}",
-                                         field="worker_id")
+            _check_owner(self._view(req.job_id), req)
             live = self._live(req.job_id)
             job = copy.deepcopy(live.job)
             now = self._clock()
-            significant = False
-            if req.phase is not None and req.phase is not job.phase:
-                job.phase = req.phase
-                significant = True
-                if job.started_at is None:
-                    job.started_at = now
-            if req.progress is not None:
-                job.progress = copy.copy(req.progress)
-            if req.message:
-                job.message = clip(req.message)
-            if req.error:
-                error = clip(req.error)
-                significant = significant or error != job.error
-                job.error = error
-            if req.checkpoint_json:
-                significant = True
-                job.checkpoint_json = req.checkpoint_json
-            if req.dataset_id and req.dataset_id != job.dataset_id:
-                significant = True
-                job.dataset_id = req.dataset_id
-            if req.files:
-                significant = True
-                job.files = list(req.files)
-            if req.rows_skipped and req.rows_skipped != job.rows_skipped:
-                significant = True
-                job.rows_skipped = req.rows_skipped
-            if req.skip_reasons:
-                significant = True
-                job.skip_reasons = [clip(r) for r in req.skip_reasons[:MAX_SKIP_REASONS]]
-            if job.phase is Phase.ERROR and not job.error:
-                job.error = job.message if job.message and job.message != "queued" else "the job failed"
-            if job.phase is Phase.COMPLETE:
-                job.progress.percent = 100.0
-            else:
-                job.progress.percent = derive_percent(job.progress)
-            if job.phase.terminal:
-                job.finished_at = now
-            job.heartbeat_at = now
-            job.updated_at = now
+            significant = _apply(job, req, now)
+            _settle(job, now)
             self._commit(live, job, significant=significant)
             return copy.deepcopy(job)
 
@@ -627,3 +577,62 @@ class Jobs:
                 if live.dirty:
                     self._persist(live.job)
                     live.dirty = False
+
+
+def _check_update(req: JobUpdate) -> None:
+    if not req.worker_id:
+        raise InvalidArgument("worker_id is required", field="worker_id")
+    check_length(req.worker_id, MAX_WORKER_ID, "worker_id")
+    if req.phase is Phase.QUEUED:
+        raise InvalidArgument("phase cannot be set back to QUEUED", field="phase")
+    if req.rows_skipped < 0:
+        raise InvalidArgument("rows_skipped must be >= 0", field="rows_skipped")
+
+
+def _check_owner(current: Job, req: JobUpdate) -> None:
+    if current.phase.terminal:
+        raise FailedPrecondition(f"job {req.job_id} already ended ({current.phase.value.lower()}) and cannot change")
+    if current.worker_id != req.worker_id:
+        why = ("it was marked stalled; claim it again to resume" if not current.worker_id
+               else "another worker owns it now")
+        raise FailedPrecondition(f"job {req.job_id} is not owned by worker {req.worker_id}: {why}",
+                                 field="worker_id")
+
+
+def _apply(job: Job, req: JobUpdate, now: float) -> bool:
+    """Copy what the report sets into `job`; whether anything beyond progress changed (written at once)."""
+    significant = False
+    if req.phase is not None and req.phase is not job.phase:
+        job.phase, significant = req.phase, True
+        if job.started_at is None:
+            job.started_at = now
+    if req.progress is not None:
+        job.progress = copy.copy(req.progress)
+    if req.message:
+        job.message = clip(req.message)
+    if req.error:
+        error = clip(req.error)
+        significant = significant or error != job.error
+        job.error = error
+    if req.checkpoint_json:
+        job.checkpoint_json, significant = req.checkpoint_json, True
+    if req.dataset_id and req.dataset_id != job.dataset_id:
+        job.dataset_id, significant = req.dataset_id, True
+    if req.files:
+        job.files, significant = list(req.files), True
+    if req.rows_skipped and req.rows_skipped != job.rows_skipped:
+        job.rows_skipped, significant = req.rows_skipped, True
+    if req.skip_reasons:
+        job.skip_reasons, significant = [clip(r) for r in req.skip_reasons[:MAX_SKIP_REASONS]], True
+    return significant
+
+
+def _settle(job: Job, now: float) -> None:
+    """What follows from the report: an error's text, the percent, the end time, the heartbeat."""
+    if job.phase is Phase.ERROR and not job.error:
+        job.error = job.message if job.message and job.message != "queued" else "the job failed"
+    job.progress.percent = 100.0 if job.phase is Phase.COMPLETE else derive_percent(job.progress)
+    if job.phase.terminal:
+        job.finished_at = now
+    job.heartbeat_at = now
+    job.updated_at = now
