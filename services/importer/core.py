@@ -290,7 +290,8 @@ class ImporterCore:
         return ImportRequest(
             dataset_name=name.strip(), source_kind=source.kind, repo_id=source.repo_id, revision=source.revision,
             config=chosen, splits=wanted, training_type=tt, field_mappings=mappings,
-            max_samples=max_samples, name=(dataset_name or default_name).strip(), features=features_of(schema),
+            max_samples=max_samples, name=(dataset_name or default_name[:bounds.MAX_NAME]).strip(),
+            features=features_of(schema),
             bytes_total=bytes_total if not max_samples else 0, rows_total=max(rows_total, 0),
         )
 
