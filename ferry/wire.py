@@ -248,6 +248,7 @@ def job_to_pb(job: Job) -> pb.Job:
         files=[job_file_to_pb(f) for f in job.files],
         rows_skipped=job.rows_skipped,
         skip_reasons=job.skip_reasons,
+        retry_at=timestamp_to_pb(job.retry_at),
     )
 
 
@@ -277,6 +278,7 @@ def job_from_pb(job: pb.Job) -> Job:
         files=[job_file_from_pb(f) for f in job.files],
         rows_skipped=job.rows_skipped,
         skip_reasons=list(job.skip_reasons),
+        retry_at=optional("retry_at"),
     )
 
 

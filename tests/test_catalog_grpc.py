@@ -356,6 +356,9 @@ def test_a_stalled_job_is_not_claimed_during_its_back_off(s3_env: dict[str, str]
         assert stub.ClaimJob(pb.ClaimJobRequest(kind=pb.JOB_KIND_IMPORT, worker_id="worker-b")).job.id == later.id
         current = stub.GetJob(pb.GetJobRequest(job_id=job.id)).job
         assert current.stalled and current.attempt == 1
+        # The contract says when it may be taken up again: its stall plus the back-off.
+        assert current.HasField("retry_at")
+        assert current.retry_at.seconds >= current.heartbeat_at.seconds + 300 - 1
     finally:
         running.channel.close()
         running.server.stop(grace=1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -93,3 +94,22 @@ def test_import_requests_keep_their_stored_format() -> None:
     req = ImportRequest.from_json(json.dumps(stored))
     assert req.source_kind is SourceKind.HUB and req.training_type is TrainingType.DPO
     assert json.loads(req.to_json()) == stored
+
+
+def test_rest_shows_when_a_stalled_job_is_retried() -> None:
+    """retry_at travels the contract and REST shows it (with the attempt) while the job is stalled."""
+    from ferry.exporter.v1 import exporter_pb2
+    from gateway.routes.exporter import export_json
+    from gateway.routes.importer import progress_json
+
+    stalled = Job(id="j1", kind=JobKind.IMPORT, phase=Phase.DOWNLOADING, created_at=1.0, stalled=True, attempt=2,
+                  retry_at=1_800_000_000.5)
+    back = wire.job_from_pb(wire.job_to_pb(stalled))
+    assert back.retry_at == stalled.retry_at
+    body = progress_json(back)
+    assert body["attempt"] == 2 and body["retry_at"] == "2027-01-15T08:00:00.500000Z"
+    running = replace(back, stalled=False, retry_at=None)
+    assert progress_json(running)["retry_at"] is None
+    export = exporter_pb2.Export(format="csv", output_filename="x",
+                                 job=wire.job_to_pb(replace(stalled, kind=JobKind.EXPORT)))
+    assert export_json(export)["retry_at"] == "2027-01-15T08:00:00.500000Z"

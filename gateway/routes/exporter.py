@@ -64,6 +64,8 @@ def _export_json(e: pb.Export, job: Job) -> dict[str, Any]:
         "files": [{"name": f.name, "size": f.size, "sha256": f.sha256, "url": file_url(job.id, f.name)}
                   for f in job.files],
         "cancel_requested": job.cancel_requested,
+        "attempt": job.attempt,
+        "retry_at": iso_seconds(job.retry_at) if job.stalled else None,
         "created_at": iso_seconds(job.created_at),
         "finished_at": iso_seconds(job.finished_at),
     }

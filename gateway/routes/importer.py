@@ -29,6 +29,7 @@ from gateway.errors import error_docs
 from gateway.limits import JobIdPath, short
 from gateway.routes.catalog import (
     dataset_json,
+    iso_seconds,
     parse_training_type,
     source_kind_out,
     training_type_out,
@@ -76,6 +77,9 @@ def progress_json(job: Job) -> dict[str, Any]:
         "rows_skipped": job.rows_skipped,
         "skip_reasons": list(job.skip_reasons),
         "dataset_name": _dataset_name(job),
+        # A job whose worker stopped: which attempt it is on, and when another worker may take it up.
+        "attempt": job.attempt,
+        "retry_at": iso_seconds(job.retry_at) if job.stalled else None,
     }
 
 

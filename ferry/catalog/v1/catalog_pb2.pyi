@@ -445,6 +445,7 @@ class Job(_message.Message):
     FILES_FIELD_NUMBER: _builtins.int
     ROWS_SKIPPED_FIELD_NUMBER: _builtins.int
     SKIP_REASONS_FIELD_NUMBER: _builtins.int
+    RETRY_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     kind: Global___JobKind.ValueType
     phase: Global___JobPhase.ValueType
@@ -482,6 +483,10 @@ class Job(_message.Message):
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobFile]: ...
     @_builtins.property
     def skip_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def retry_at(self) -> _timestamp_pb2.Timestamp:
+        """Set while the job is stalled: when another worker may claim it again (the retry back-off)."""
+
     def __init__(
         self,
         *,
@@ -506,10 +511,11 @@ class Job(_message.Message):
         files: _abc.Iterable[Global___JobFile] | None = ...,
         rows_skipped: _builtins.int = ...,
         skip_reasons: _abc.Iterable[_builtins.str] | None = ...,
+        retry_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "progress", b"progress", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "progress", b"progress", "retry_at", b"retry_at", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "checkpoint_json", b"checkpoint_json", "created_at", b"created_at", "dataset_id", b"dataset_id", "error", b"error", "files", b"files", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "id", b"id", "kind", b"kind", "message", b"message", "phase", b"phase", "progress", b"progress", "request_json", b"request_json", "rows_skipped", b"rows_skipped", "skip_reasons", b"skip_reasons", "stalled", b"stalled", "started_at", b"started_at", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "checkpoint_json", b"checkpoint_json", "created_at", b"created_at", "dataset_id", b"dataset_id", "error", b"error", "files", b"files", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "id", b"id", "kind", b"kind", "message", b"message", "phase", b"phase", "progress", b"progress", "request_json", b"request_json", "retry_at", b"retry_at", "rows_skipped", b"rows_skipped", "skip_reasons", b"skip_reasons", "stalled", b"stalled", "started_at", b"started_at", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
