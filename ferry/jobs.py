@@ -83,8 +83,7 @@ class Job:
     worker_id: str = ""
     stalled: bool = False
     attempt: int = 0
-    # When a stalled job may be claimed again (its back-off); None otherwise. Kept by the catalog, not sent
-    # over gRPC.
+    # When a stalled job may be claimed again (its back-off); None otherwise.
     retry_at: float | None = None
     cancel_requested: bool = False
     # The validated request (JSON) and the worker's resume state (JSON); never a secret in clear.

@@ -241,32 +241,12 @@ def _runtime_distributions() -> set[str]:
 
 
 def _third_party_imports() -> dict[str, str]:
-    """Top-level module -> first file importing it, outside `try: ... except ImportError`."""
-    import ast
+    """Top-level module -> first file importing it (the one import scan, tests/test_dependencies.py)."""
+    from tests.test_dependencies import RUNTIME_DIRS, third_party_imports
 
-    local = {"ferry", "services", "gateway"}
     found: dict[str, str] = {}
-    for top in sorted(local):
-        for path in sorted((ROOT / top).rglob("*.py")):
-            tree = ast.parse(path.read_text())
-            optional: set[int] = set()
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Try) and any(
-                        isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
-                        for h in node.handlers):
-                    optional |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
-            for node in ast.walk(tree):
-                if id(node) in optional:
-                    continue
-                names: list[str] = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                for name in names:
-                    head = name.split(".")[0]
-                    if head not in local and head not in sys.stdlib_module_names and head != "__future__":
-                        found.setdefault(head, str(path.relative_to(ROOT)))
+    for module, where in third_party_imports(RUNTIME_DIRS).items():
+        found.setdefault(module.split(".")[0], where)
     return found
 
 
