@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ferry.limits import MAX_ENTRIES, MAX_KEY, MAX_NAME, MAX_SPEC, MAX_TEXT, PREFIX, short  # noqa: F401 - re-exported
 from gateway.errors import status_body
 
 # Integer ranges of the proto fields the values end up in.
@@ -27,13 +28,8 @@ INT64_MAX = 2**63 - 1
 MAX_DATASET_NAME = 1024  # a Hub repo id (at most 96) or a local directory / file path under FERRY_LOCAL_SOURCE_DIRS
 MAX_REPO_ID = 200  # a Hub repo id, as a filter or a template's repo
 MAX_JOB_ID = 64  # import ids (UUIDs), export ids, template ids
-MAX_NAME = 256  # dataset and template names, revisions
 MAX_SPLIT = 200  # split and config (subset) names
 MAX_FILENAME = 1000  # export output names and exported file names
-MAX_TEXT = 64 * 1024  # free text such as an export's system_message
-MAX_SPEC = 1000  # a mapping source: column, spec or dot-path; an additional_params value
-MAX_KEY = 100  # a mapping target or an additional_params name
-MAX_ENTRIES = 64  # entries in field_mappings, additional_params, splits (as the importer and exporter allow)
 MAX_QUERY = 500  # free-text search queries
 MAX_TOKEN = 1000  # page tokens
 MAX_WORD = 100  # short query words: sort keys, categories, languages, format names, training types
@@ -53,15 +49,6 @@ DatasetIdPath = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX, description="Dat
 JobIdPath = Annotated[str, Path(max_length=MAX_JOB_ID)]
 # X-HF-Token: visible ASCII only (gRPC metadata takes nothing else), empty = no token.
 HF_TOKEN_PATTERN = r"^[\x21-\x7E]*$"
-PREFIX = 40
-
-
-def short(value: object) -> str:
-    """`value` quoted for an error message: at most a short prefix of it."""
-    text = str(value)
-    return repr(text[:PREFIX] + "...") if len(text) > PREFIX else repr(text)
-
-
 def check_text(loc: tuple[str, ...], value: str, max_length: int) -> None:
     """422 naming `loc` when `value` is longer than `max_length`."""
     if len(value) > max_length:

@@ -11,30 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ferry.errors import InvalidArgument
+from ferry.limits import MAX_KEY, MAX_NAME, MAX_SPEC, PREFIX, prefix, short  # noqa: F401 - re-exported
 
-MAX_NAME = 256  # dataset and template names
 MAX_SPLIT_NAME = 200  # split names (as the gateway's)
 MAX_OBJECT_KEY = 1024  # object and index keys (S3's own limit, in bytes)
 MAX_REPO_ID = 1024  # a template's repo: a Hub repo id or a local path
 MAX_WORKER_ID = 256  # a worker's id (importer-<host>-<pid>-<random>)
 MAX_MAPPINGS = 200  # entries of a field mapping
-MAX_MAPPING_KEY = 100  # a mapping's target field
-MAX_MAPPING_VALUE = 1000  # a mapping's source: column, spec or dot-path
+MAX_MAPPING_KEY, MAX_MAPPING_VALUE = MAX_KEY, MAX_SPEC
 MAX_REQUEST_JSON_BYTES = 1024 * 1024  # a job's request_json, UTF-8
 MAX_MESSAGE = 2000  # a job's message and error, and each skip reason (clipped)
 MAX_SKIP_REASONS = 100  # skip reasons kept per job (the first ones)
-PREFIX = 40  # characters of a refused value quoted in an error message
-
-
-def prefix(value: object) -> str:
-    """At most PREFIX characters of `value`, "..." marking a cut."""
-    text = str(value)
-    return text[:PREFIX] + "..." if len(text) > PREFIX else text
-
-
-def short(value: object) -> str:
-    """`value` quoted for an error message: at most a short prefix of it."""
-    return repr(prefix(value))
 
 
 def clip(text: str, limit: int = MAX_MESSAGE) -> str:

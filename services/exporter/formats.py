@@ -13,6 +13,7 @@ from typing import Any
 
 from ferry.canonical import TrainingType
 from ferry.errors import InvalidArgument
+from ferry.limits import MAX_ENTRIES, MAX_KEY, MAX_SPEC, MAX_TEXT, short
 from services.exporter.convert import LANGCHAIN_EXPORT_TYPES
 
 ALL_TYPES = (TrainingType.SL, TrainingType.DPO, TrainingType.CHAT)
@@ -21,20 +22,8 @@ DEFAULT_SEED = 42
 # Bounds on the free values of a request (characters), as the gateway's (gateway/limits.py) for gRPC callers.
 # The engine's memory does not depend on them (it sizes batches by rows x system_message), but a job record,
 # a status message or a dataset card has no use for more.
-MAX_SYSTEM_MESSAGE = 64 * 1024
-MAX_PARAMS = 64
-MAX_PARAM_KEY = 100
-MAX_PARAM_VALUE = 1000
+MAX_SYSTEM_MESSAGE, MAX_PARAMS, MAX_PARAM_KEY, MAX_PARAM_VALUE = MAX_TEXT, MAX_ENTRIES, MAX_KEY, MAX_SPEC
 # How much of a bad value an error message quotes.
-QUOTE_CHARS = 40
-
-
-def short(value: object) -> str:
-    """`value` quoted for an error message: at most its first QUOTE_CHARS characters."""
-    text = str(value)
-    return repr(text[:QUOTE_CHARS] + "...") if len(text) > QUOTE_CHARS else repr(text)
-
-
 @dataclass(frozen=True)
 class Param:
     name: str

@@ -20,29 +20,19 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from ferry.errors import InvalidArgument
+from ferry.limits import MAX_ENTRIES, MAX_KEY, MAX_NAME, MAX_SPEC, short  # noqa: F401 - re-exported
 
-PREFIX = 40  # characters of a bad value an error message quotes
 MAX_REPO_PART = 96  # owner or name of a Hub repo id
 MAX_REPO_ID = 2 * MAX_REPO_PART + 1
 MAX_LOCAL_PATH = 4096  # a local folder or file under FERRY_LOCAL_SOURCE_DIRS (PATH_MAX)
-MAX_NAME = 256  # the new dataset's name
 MAX_REVISION = 256  # a branch, tag or sha
 MAX_SPLIT = 128  # a split or config name
-MAX_SPLITS = 64
-MAX_MAPPINGS = 64
-MAX_KEY = 100  # a mapping's target field
-MAX_SPEC = 1000  # a mapping's source: column, spec or dot-path
+MAX_SPLITS = MAX_MAPPINGS = MAX_ENTRIES
 
 _REPO_PART = re.compile(r"[A-Za-z0-9_.-]+")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def short(value: object) -> str:
-    """`value` quoted for an error message: at most a short prefix of it."""
-    text = str(value)
-    return repr(text[:PREFIX] + "...") if len(text) > PREFIX else repr(text)
 
 
 def bounded(check: Callable[..., None]) -> Callable[[Callable[P, R]], Callable[P, R]]:
