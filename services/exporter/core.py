@@ -23,12 +23,6 @@ from services.exporter.config import ExporterConfig
 from services.exporter.formats import FORMATS, check_dataset, check_request, get_format
 from services.exporter.jobs import JobPool, source_dataset
 
-# An export's status: its job's phase, with the work phases as one "exporting".
-STATUS = {
-    Phase.QUEUED: "queued", Phase.DOWNLOADING: "exporting", Phase.CONVERTING: "exporting",
-    Phase.EXPORTING: "exporting", Phase.SAVING: "saving", Phase.COMPLETE: "complete", Phase.ERROR: "error",
-    Phase.CANCELLED: "cancelled",
-}
 # DownloadArchive's chunk_bytes: below 4 MiB so a data message fits a gRPC client's default receive limit.
 MIN_CHUNK_BYTES = 1024
 MAX_CHUNK_BYTES = 4 * 1024 * 1024 - 1024
@@ -40,10 +34,6 @@ class ExportView:
 
     job: Job
     request: dict[str, Any]
-
-    @property
-    def status(self) -> str:
-        return STATUS.get(self.job.phase, "queued")
 
 
 @dataclass(frozen=True)
@@ -134,7 +124,7 @@ class ExporterCore:
     def _complete(self, export_id: str) -> ExportView:
         view = self.get(export_id)
         if view.job.phase is not Phase.COMPLETE:
-            raise FailedPrecondition(f"export {export_id} is not complete (status {view.status})",
+            raise FailedPrecondition(f"export {export_id} is not complete (status {view.job.phase.status})",
                                      field="export_id")
         return view
 
