@@ -256,9 +256,6 @@ class ImporterCore:
             raise InvalidArgument("training_type is required when field_mappings is empty (one of SL, DPO, CHAT)",
                                   field="training_type")
         tt = found
-        if max_samples < 0:
-            raise InvalidArgument("max_samples must be positive (0 or unset imports every row)",
-                                  field="max_samples")
         source = self._source(name, revision, token)
         chosen, _ = source.choose_config(config, required=True)
         layout = source.layout.configs[chosen]
